@@ -1,0 +1,1 @@
+"""Hydra entry points: compose `conf/`, then hand plain settings to `jaxdl`."""

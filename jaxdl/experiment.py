@@ -1,0 +1,216 @@
+"""Build a run from plain settings and train it: the library's entry point.
+
+`run(...)` takes plain dicts (what `experiments/run.py` makes of the Hydra
+config) so that the library never depends on Hydra; every key is forwarded to
+the constructor it names, and an unknown key fails with the list of valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import json
+import os
+import pathlib
+import platform
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxdl.data import sources
+from jaxdl.data.pipeline import ArrayLoader
+from jaxdl.metrics.writers import MetricWriter
+from jaxdl.models import MODELS
+from jaxdl.tasks import TASKS, Task
+from jaxdl.training import optim, parallel
+from jaxdl.training.checkpoint import Checkpointer
+from jaxdl.training.loop import LoopConfig, fit
+
+PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "hydra-core")
+
+
+def _construct(kind: str, cls: type, settings: Mapping[str, Any], *args: Any) -> Any:
+    """`cls(*args, **settings)` with a clear error naming unknown settings."""
+    params = inspect.signature(cls).parameters
+    unknown = sorted(set(settings) - set(params))
+    if unknown:
+        valid = sorted(p for p in params if p not in ("parent", "name") and params[p].kind is not inspect.Parameter.VAR_POSITIONAL)
+        raise TypeError(f"{kind} {cls.__name__} has no setting(s) {unknown}; valid settings: {valid}.")
+    return cls(*args, **settings)
+
+
+def build_model(name: str, **settings: Any) -> nn.Module:
+    """Returns `MODELS[name](**settings)`; dtype names ("bfloat16") become dtypes.
+
+    Raises:
+      ValueError: unknown model name (the message lists the known ones).
+      TypeError: a setting the model does not have.
+    """
+    if name not in MODELS:
+        raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
+    for key in ("dtype", "param_dtype"):
+        if isinstance(settings.get(key), str):
+            settings[key] = jnp.dtype(settings[key])
+    for key, value in settings.items():
+        if isinstance(value, list):
+            settings[key] = tuple(value)
+    return _construct("Model", MODELS[name], settings)
+
+
+def build_task(name: str, model: nn.Module, **settings: Any) -> Task:
+    """Returns `TASKS[name](model, **settings)`.
+
+    Raises:
+      ValueError: unknown task name. TypeError: a setting the task does not have.
+    """
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; choose one of {sorted(TASKS)}.")
+    return _construct("Task", TASKS[name], settings, model)
+
+
+def environment() -> dict[str, Any]:
+    """Package versions, Python, platform and devices, as recorded in results.json."""
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    devices = jax.devices()
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "packages": versions,
+        "device_kind": devices[0].device_kind,
+        "platform_name": devices[0].platform,
+        "device_count": jax.device_count(),
+        "local_device_count": jax.local_device_count(),
+        "process_count": jax.process_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def write_json(path: pathlib.Path, payload: Mapping[str, Any]) -> None:
+    """Writes JSON atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def run(
+    *,
+    seed: int,
+    model: Mapping[str, Any],
+    task: Mapping[str, Any],
+    data: Mapping[str, Any],
+    optimizer: Mapping[str, Any],
+    trainer: Mapping[str, Any],
+    run_dir: os.PathLike | str,
+) -> dict[str, Any]:
+    """Prepares data, builds model, task and optimizer, trains, and writes results.json.
+
+    Args:
+      seed: seeds parameter init, data order and every random stream.
+      model: {"name": registered model, **constructor settings}.
+      task: {"name": registered task, **constructor settings}.
+      data: name, batch_size, eval_batch_size, data_dir, manual_dir,
+        train_split, eval_split, train_limit, eval_limit.
+      optimizer: name, learning_rate, schedule {name, ...} and the
+        optimizer's own settings (see `jaxdl.training.optim`).
+      trainer: LoopConfig fields plus num_devices, tensorboard and checkpoint
+        {keep_last}; `monitor`/`mode` default to the task's.
+      run_dir: output folder (created); rerunning into the same folder resumes.
+
+    Returns:
+      The results dict also written to `run_dir/results.json`.
+    """
+    t_start = time.perf_counter()
+    run_dir = pathlib.Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+    model_settings, task_settings = dict(model), dict(task)
+    data, trainer, optimizer = dict(data), dict(trainer), dict(optimizer)
+
+    module = build_model(model_settings.pop("name"), **model_settings)
+    objective = build_task(task_settings.pop("name"), module, **task_settings)
+
+    train_arrays, eval_arrays = sources.load_splits(
+        data["name"],
+        [data.get("train_split", "train"), data.get("eval_split", "test")],
+        data_dir=data.get("data_dir"),
+        manual_dir=data.get("manual_dir"),
+        limits=[data.get("train_limit"), data.get("eval_limit")],
+    )
+    eval_arrays = objective.prepare_eval_split(eval_arrays)
+    devices = parallel.select_devices(trainer.pop("num_devices", None))
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    train_loader = ArrayLoader(train_arrays, data["batch_size"], shuffle=True, seed=seed, drop_remainder=True, **process)
+    eval_loader = ArrayLoader(
+        eval_arrays, data.get("eval_batch_size") or data["batch_size"], shuffle=False, drop_remainder=False, **process
+    )
+    local = train_loader.batch_size // process["process_count"]
+    if local % len(devices) or eval_loader.batch_size // process["process_count"] % len(devices):
+        raise ValueError(
+            f"data.batch_size={train_loader.batch_size} and data.eval_batch_size={eval_loader.batch_size} must split "
+            f"evenly over {len(devices)} devices x {process['process_count']} processes."
+        )
+
+    schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
+    schedule = optim.make_schedule(
+        schedule_settings.pop("name"),
+        optimizer.pop("learning_rate"),
+        total_steps=trainer["epochs"] * train_loader.steps_per_epoch,
+        steps_per_epoch=train_loader.steps_per_epoch,
+        **schedule_settings,
+    )
+    tx = optim.make_optimizer(optimizer.pop("name"), schedule, **optimizer)
+
+    init_key = jax.random.fold_in(jax.random.key(seed), 0)
+    example = {k: v[:1] for k, v in train_arrays.items()}
+    state = objective.init_state(init_key, tx, example)
+
+    checkpoint = dict(trainer.pop("checkpoint", None) or {})
+    tensorboard = trainer.pop("tensorboard", True)
+    trainer.setdefault("monitor", objective.default_metric)
+    trainer.setdefault("mode", objective.default_mode)
+    if trainer["monitor"] is None:
+        trainer["monitor"] = objective.default_metric
+    if trainer["mode"] is None:
+        trainer["mode"] = objective.default_mode
+    loop_config = _construct("Trainer setting", LoopConfig, trainer)
+    checkpointer = Checkpointer(
+        run_dir / "checkpoints", keep_last=checkpoint.get("keep_last", 2), best_metric=loop_config.monitor, mode=loop_config.mode
+    )
+    writer = MetricWriter(run_dir, tensorboard=tensorboard) if is_main else None
+    setup_s = time.perf_counter() - t_start
+    try:
+        results = fit(
+            objective,
+            state,
+            config=loop_config,
+            train_loader=train_loader,
+            eval_loader=eval_loader,
+            run_dir=run_dir,
+            seed=seed,
+            devices=devices,
+            checkpointer=checkpointer,
+            writer=writer,
+        )
+    finally:
+        checkpointer.close()
+        if writer is not None:
+            writer.close()
+    results.update(
+        setup_s=setup_s,
+        parameters=int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
+        dataset={"name": data["name"], "train_examples": train_loader.size, "eval_examples": eval_loader.size},
+        environment=environment(),
+    )
+    if is_main:
+        write_json(run_dir / "results.json", results)
+    return results

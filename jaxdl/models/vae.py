@@ -1,0 +1,216 @@
+"""Variational autoencoder with a Gaussian encoder and a Bernoulli decoder.
+
+Kingma & Welling 2014, "Auto-Encoding Variational Bayes" (arXiv:1312.6114).
+The default MLP follows the one-stochastic-layer VAE of Burda, Grosse &
+Salakhutdinov 2016, "Importance Weighted Autoencoders" (arXiv:1509.00519):
+784-200-200-50 with tanh, decoder mirrored. A convolutional variant
+(`architecture="conv"`) swaps both MLPs for strided convolutions.
+
+The module only maps arrays to arrays; the objective (ELBO, importance-weighted
+bound) lives in `jaxdl.tasks.vae`.
+
+Shapes:
+  B batch, H W C image (28 28 1 for MNIST), D = H*W*C, Z latent width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdl.models.layers import activation_fn
+
+Dtype = Any
+
+
+class VAEOutput(NamedTuple):
+    """What `VAE.__call__` returns.
+
+    Attributes:
+      recon_logits: [B, H, W, C] Bernoulli logits of p(x | z), pre-sigmoid.
+      mu: [B, Z] mean of q(z | x).
+      logvar: [B, Z] log-variance (natural log) of q(z | x).
+      z: [B, Z] the reparameterized sample the logits were decoded from.
+    """
+
+    recon_logits: jax.Array
+    mu: jax.Array
+    logvar: jax.Array
+    z: jax.Array
+
+
+def reparameterize(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
+    """Draws z = mu + exp(logvar / 2) * eps with eps ~ N(0, I).
+
+    Args:
+      key: a typed PRNG key, either scalar (one stream for the whole batch) or
+        of shape [B] (one stream per example, so that a sample does not depend
+        on how the batch is split over devices).
+      mu: [B, ..., Z] float mean (extra axes, e.g. [B, K, Z] for K samples per
+        example, are drawn from the example's stream).
+      logvar: log-variance (natural log) broadcastable to `mu`.
+
+    Returns:
+      z: float array of `mu`'s shape and dtype.
+    """
+    if key.shape == ():
+        eps = jax.random.normal(key, mu.shape, mu.dtype)
+    else:
+        eps = jax.vmap(lambda k: jax.random.normal(k, mu.shape[1:], mu.dtype))(key)
+    return mu + jnp.exp(0.5 * logvar) * eps
+
+
+class MLPEncoder(nn.Module):
+    """x [B, H, W, C] -> (mu [B, Z], logvar [B, Z]) through dense layers."""
+
+    hidden_dims: Sequence[int]
+    latent_dim: int
+    activation: str = "tanh"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = activation_fn(self.activation)
+        h = x.reshape(x.shape[0], -1).astype(self.dtype)  # [B, D]
+        for width in self.hidden_dims:
+            h = act(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        mu = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mu")(h)
+        logvar = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="logvar")(h)
+        return mu, logvar
+
+
+class MLPDecoder(nn.Module):
+    """z [..., Z] -> Bernoulli logits [..., H, W, C] through dense layers."""
+
+    hidden_dims: Sequence[int]
+    image_shape: Sequence[int]
+    activation: str = "tanh"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        act = activation_fn(self.activation)
+        h = z.astype(self.dtype)
+        for width in self.hidden_dims:
+            h = act(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        size = 1
+        for d in self.image_shape:
+            size *= d
+        logits = nn.Dense(size, dtype=self.dtype, param_dtype=self.param_dtype)(h)  # [..., D]
+        return logits.reshape(*z.shape[:-1], *self.image_shape)
+
+
+class ConvEncoder(nn.Module):
+    """x [B, H, W, C] -> (mu, logvar) [B, Z] through stride-2 3x3 convolutions."""
+
+    channels: Sequence[int]
+    latent_dim: int
+    activation: str = "relu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        act = activation_fn(self.activation)
+        h = x.astype(self.dtype)
+        for c in self.channels:
+            h = act(nn.Conv(c, (3, 3), strides=2, dtype=self.dtype, param_dtype=self.param_dtype)(h))  # H, W halve
+        h = h.reshape(h.shape[0], -1)
+        mu = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mu")(h)
+        logvar = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="logvar")(h)
+        return mu, logvar
+
+
+class ConvDecoder(nn.Module):
+    """z [..., Z] -> logits [..., H, W, C] through stride-2 transposed convolutions.
+
+    H and W must be divisible by 2 ** len(channels).
+    """
+
+    channels: Sequence[int]
+    image_shape: Sequence[int]
+    activation: str = "relu"
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> jax.Array:
+        act = activation_fn(self.activation)
+        height, width, out_channels = self.image_shape
+        scale = 2 ** len(self.channels)
+        if height % scale or width % scale:
+            raise ValueError(f"image_shape {tuple(self.image_shape)} is not divisible by {scale}; use fewer channels.")
+        lead = z.shape[:-1]
+        h = z.reshape(-1, z.shape[-1]).astype(self.dtype)
+        h = act(nn.Dense(height // scale * width // scale * self.channels[0], dtype=self.dtype, param_dtype=self.param_dtype)(h))
+        h = h.reshape(-1, height // scale, width // scale, self.channels[0])
+        for c in self.channels:
+            h = act(nn.ConvTranspose(c, (3, 3), strides=(2, 2), dtype=self.dtype, param_dtype=self.param_dtype)(h))  # H, W double
+        logits = nn.Conv(out_channels, (3, 3), dtype=self.dtype, param_dtype=self.param_dtype)(h)
+        return logits.reshape(*lead, height, width, out_channels)
+
+
+class VAE(nn.Module):
+    """Gaussian-latent VAE with a Bernoulli likelihood over pixels.
+
+    Attributes:
+      latent_dim: Z, width of the latent code.
+      hidden_dims: MLP widths of the encoder (the decoder mirrors them).
+      channels: conv widths of the encoder (the decoder mirrors them); used
+        when `architecture == "conv"`.
+      architecture: "mlp" (Burda et al. 2016) or "conv".
+      activation: name of the hidden nonlinearity ("tanh", "relu", ...).
+      image_shape: (H, W, C) of the data.
+      dtype: compute dtype; param_dtype: storage dtype of the parameters.
+    """
+
+    latent_dim: int = 50
+    hidden_dims: Sequence[int] = (200, 200)
+    channels: Sequence[int] = (32, 64)
+    architecture: str = "mlp"
+    activation: str = "tanh"
+    image_shape: Sequence[int] = (28, 28, 1)
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    def setup(self):
+        common = dict(activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype)
+        if self.architecture == "mlp":
+            self.encoder = MLPEncoder(self.hidden_dims, self.latent_dim, **common)
+            self.decoder = MLPDecoder(tuple(reversed(self.hidden_dims)), self.image_shape, **common)
+        elif self.architecture == "conv":
+            self.encoder = ConvEncoder(self.channels, self.latent_dim, **common)
+            self.decoder = ConvDecoder(tuple(reversed(self.channels)), self.image_shape, **common)
+        else:
+            raise ValueError(f"Unknown VAE architecture {self.architecture!r}; use 'mlp' or 'conv'.")
+
+    def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x [B, H, W, C] float in [0, 1] -> (mu [B, Z], logvar [B, Z]) float32."""
+        mu, logvar = self.encoder(x)
+        return mu.astype(jnp.float32), logvar.astype(jnp.float32)
+
+    def decode(self, z: jax.Array) -> jax.Array:
+        """z [..., Z] -> Bernoulli logits [..., H, W, C] float32."""
+        return self.decoder(z).astype(jnp.float32)
+
+    def __call__(self, x: jax.Array, key: jax.Array, *, train: bool = True) -> VAEOutput:
+        """Encodes, samples z by reparameterization, decodes.
+
+        Args:
+          x: [B, H, W, C] float in [0, 1] (binary for a Bernoulli likelihood).
+          key: typed PRNG key, scalar or [B] (see `reparameterize`).
+          train: unused (no dropout or batch norm); kept for the model contract.
+
+        Returns:
+          VAEOutput with recon_logits [B, H, W, C], mu, logvar and z [B, Z].
+        """
+        del train
+        mu, logvar = self.encode(x)
+        z = reparameterize(key, mu, logvar)
+        return VAEOutput(self.decode(z), mu, logvar, z)

@@ -1,0 +1,1 @@
+"""Training machinery shared by every task: state, devices, loop, checkpoints."""

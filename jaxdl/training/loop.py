@@ -1,0 +1,306 @@
+"""The training loop: epochs of compiled steps, evaluation, checkpoints, logs.
+
+The loop is the only place that knows about devices, wall time and files. It
+drives a `Task`'s pure steps over a data-parallel device mesh, fetches metrics
+from the devices every `log_every_steps` steps (never every step), evaluates
+each epoch, saves checkpoints, stops early or on a non-finite metric, and
+resumes from the latest checkpoint so that a resumed run ends with exactly the
+numbers of an uninterrupted one: data order comes from (seed, epoch), and all
+step randomness from (seed, step, example index).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pathlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+import tqdm
+
+from jaxdl.data.pipeline import ArrayLoader
+from jaxdl.metrics.writers import MetricWriter, read_metrics
+from jaxdl.tasks.base import Task
+from jaxdl.training import parallel
+from jaxdl.training.checkpoint import Checkpointer
+from jaxdl.training.state import TrainState
+from jaxdl.viz.curves import plot_curves
+
+
+class NonFiniteMetricError(FloatingPointError):
+    """A logged metric became NaN or infinite; training stopped before saving it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How the loop runs; every field has a unit or a meaning, none changes the maths.
+
+    Attributes:
+      epochs: passes over the training split.
+      log_every_steps: steps between fetches of the running train metrics.
+      eval_every_epochs: epochs between evaluations (the last epoch always evaluates).
+      checkpoint_every_steps: extra checkpoints inside epochs (None: at epoch ends only).
+      monitor: metric that ranks checkpoints and drives early stopping (e.g. "eval/elbo").
+      mode: "min" if lower `monitor` is better, else "max".
+      patience: evaluations without improvement of at least `min_delta`
+        before stopping; None disables early stopping.
+      min_delta: smallest change of `monitor` that counts as improvement.
+      nan_guard: stop with `NonFiniteMetricError` when a metric is NaN/Inf.
+      progress: show a progress bar on the console.
+      artifacts: let the task write its pictures each evaluation.
+      backend: "shard_map" or "pmap" (see `jaxdl.training.parallel`).
+    """
+
+    epochs: int
+    log_every_steps: int = 100
+    eval_every_epochs: int = 1
+    checkpoint_every_steps: int | None = None
+    monitor: str = "eval/loss"
+    mode: str = "min"
+    patience: int | None = None
+    min_delta: float = 0.0
+    nan_guard: bool = True
+    progress: bool = True
+    artifacts: bool = True
+    backend: str = "shard_map"
+
+    def __post_init__(self):
+        if self.epochs < 1:
+            raise ValueError(f"trainer.epochs={self.epochs} must be at least 1.")
+        if self.log_every_steps < 1 or self.eval_every_epochs < 1:
+            raise ValueError("trainer.log_every_steps and trainer.eval_every_epochs must be at least 1.")
+        if self.mode not in ("min", "max"):
+            raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max'.")
+
+
+@dataclasses.dataclass
+class _Progress:
+    """What the loop must remember across a resume; saved as checkpoint meta."""
+
+    best: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    elapsed_s: float = 0.0
+    stopped_early: bool = False
+
+    def improved(self, value: float, mode: str, min_delta: float) -> bool:
+        if self.best is None:
+            return True
+        return value < self.best - min_delta if mode == "min" else value > self.best + min_delta
+
+
+def _check_finite(metrics: Mapping[str, float], step: int, checkpointer: Checkpointer | None) -> None:
+    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+    if not bad:
+        return
+    last = checkpointer.latest_step() if checkpointer is not None else None
+    where = f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None else "no checkpoint was saved"
+    raise NonFiniteMetricError(
+        f"{', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; training stopped and {where}. "
+        "Lower optimizer.learning_rate or set optimizer.grad_clip_norm."
+    )
+
+
+def fit(
+    task: Task,
+    state: TrainState,
+    *,
+    config: LoopConfig,
+    train_loader: ArrayLoader,
+    eval_loader: ArrayLoader,
+    run_dir: pathlib.Path,
+    seed: int,
+    devices: list[jax.Device],
+    checkpointer: Checkpointer | None = None,
+    writer: MetricWriter | None = None,
+) -> dict[str, Any]:
+    """Trains `state` with `task` and returns the run's results.
+
+    Resumes from `checkpointer`'s latest checkpoint when there is one.
+
+    Args:
+      task: the objective.
+      state: the freshly initialised, unreplicated state (used as the restore
+        target when resuming).
+      config: loop settings.
+      train_loader, eval_loader: batches of the training and evaluation
+        splits (the eval split already passed through `task.prepare_eval_split`).
+      run_dir: the run's output folder (pictures, curves).
+      seed: the run's seed; the train and eval random streams derive from it.
+      devices: local devices to map the steps over.
+      checkpointer, writer: where checkpoints and metrics go (None: nowhere,
+        e.g. on processes other than 0).
+
+    Returns:
+      dict with "metrics" (last eval plus the task's final evaluation),
+      "best" (monitor value and step), "steps", "epochs", "stopped_early",
+      "wall_time_s" (training and evaluation, summed over resumed segments),
+      "train_examples_per_s", "first_step_s" (compile plus one step) and
+      "resumed_from" (step or None).
+
+    Raises:
+      NonFiniteMetricError: a metric became NaN/Inf (with `nan_guard`).
+    """
+    t0 = time.perf_counter()
+    root = jax.random.key(seed)
+    train_key, eval_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
+
+    progress_state = _Progress()
+    resumed_from = None
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        state, meta = checkpointer.restore(state)
+        progress_state = _Progress(**meta["progress"])
+        resumed_from = int(state.step)
+        if writer is not None:
+            writer.write(resumed_from, {"event": "resumed"})
+
+    n = len(devices)
+    replicated = parallel.replicate(state, devices)
+    train_step = parallel.data_parallel(task.train_step, devices, backend=config.backend, donate_state=True)
+    eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend)
+    steps_per_epoch = train_loader.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+    step = int(state.step)
+    first_epoch, offset = divmod(step, steps_per_epoch)
+    last_eval: dict[str, float] = {}
+    first_step_s = None
+    examples, train_time = 0, 0.0
+
+    bar = tqdm.tqdm(
+        total=total_steps, initial=step, unit="step", disable=not config.progress, dynamic_ncols=True, smoothing=0.1
+    )
+
+    def log_train(pending: list, window_start: float) -> float:
+        """Fetches the pending step metrics, logs their mean; returns the time after the fetch."""
+        nonlocal examples, train_time
+        if not pending:
+            return time.perf_counter()
+        fetched = jax.device_get(pending)  # the loop's only host sync between evaluations
+        now = time.perf_counter()
+        examples += len(pending) * train_loader.batch_size
+        train_time += now - window_start
+        record = {f"train/{k}": float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
+        record["train/examples_per_s"] = len(pending) * train_loader.batch_size / max(now - window_start, 1e-9)
+        if writer is not None:
+            writer.write(step, record)
+        if config.nan_guard:
+            _check_finite(record, step, checkpointer)
+        shown = record.get(f"train/{task.progress_metric}", float("nan"))
+        bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"})
+        return now
+
+    try:
+        for epoch in range(first_epoch, config.epochs):
+            pending: list = []
+            window_start = time.perf_counter()
+            for batch in train_loader.epoch(epoch, start_step=offset):
+                replicated, metrics = train_step(replicated, parallel.shard(batch, n), train_key)
+                step += 1
+                bar.update(1)
+                if first_step_s is None:  # compilation; kept out of the throughput figures
+                    jax.block_until_ready(metrics)
+                    first_step_s = time.perf_counter() - t0
+                    window_start = time.perf_counter()
+                    continue
+                pending.append(metrics)
+                if step % config.log_every_steps == 0:
+                    window_start = log_train(pending, window_start)
+                    pending = []
+                if checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                    checkpointer.save(step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={})
+            log_train(pending, window_start)
+            offset = 0
+
+            is_last = epoch + 1 == config.epochs
+            if (epoch + 1) % config.eval_every_epochs and not is_last:
+                continue
+            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
+            last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals).items()}
+            record = {"epoch": epoch + 1, **last_eval}
+            if writer is not None:
+                writer.write(step, record)
+            if config.nan_guard:
+                _check_finite(last_eval, step, checkpointer)
+            bar.write(f"epoch {epoch + 1}/{config.epochs} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+
+            value = last_eval.get(config.monitor)
+            if value is None:
+                raise KeyError(f"trainer.monitor={config.monitor!r} is not among the eval metrics {sorted(last_eval)}.")
+            if progress_state.improved(value, config.mode, config.min_delta):
+                progress_state.best, progress_state.best_step, progress_state.evals_since_best = value, step, 0
+            else:
+                progress_state.evals_since_best += 1
+            if config.patience is not None and progress_state.evals_since_best > config.patience:
+                progress_state.stopped_early = True
+
+            if writer is not None:
+                host_state = parallel.unreplicate(replicated)
+                if config.artifacts:
+                    task.write_artifacts(host_state, epoch + 1, run_dir, eval_loader.arrays)
+                    plot_curves(
+                        read_metrics(writer.path),
+                        run_dir / "curves.png",
+                        metrics=[f"train/{task.progress_metric}", f"eval/{task.progress_metric}"],
+                        title="loss",
+                        ylabel=task.progress_unit,
+                    )
+            if checkpointer is not None:
+                checkpointer.save(
+                    step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
+                )
+            if progress_state.stopped_early:
+                bar.write(
+                    f"Early stop: {config.monitor} has not improved for {config.patience + 1} evaluations "
+                    f"(best {progress_state.best:.4f} at step {progress_state.best_step})."
+                )
+                break
+    finally:
+        bar.close()
+        if checkpointer is not None:
+            checkpointer.wait()
+
+    final_metrics = dict(last_eval)
+    host_state = parallel.unreplicate(replicated)
+
+    def evaluate_with(step_fn):
+        mapped = parallel.data_parallel(step_fn, devices, backend=config.backend)
+        return jax.device_get(_run_eval(mapped, replicated, eval_loader, eval_key, n))
+
+    t_final = time.perf_counter()
+    extra = task.final_evaluation(evaluate_with, host_state)
+    if extra:
+        final_metrics.update(extra)
+        bar.write("final evaluation: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+        if writer is not None:
+            writer.write(step, extra)
+    final_eval_s = time.perf_counter() - t_final
+    return {
+        "metrics": final_metrics,
+        "best": {"metric": config.monitor, "value": progress_state.best, "step": progress_state.best_step},
+        "steps": step,
+        "epochs": step / steps_per_epoch,
+        "stopped_early": progress_state.stopped_early,
+        "wall_time_s": progress_state.elapsed_s + time.perf_counter() - t0,
+        "final_evaluation_s": final_eval_s,
+        "train_examples_per_s": examples / train_time if train_time > 0 else None,
+        "first_step_s": first_step_s,
+        "resumed_from": resumed_from,
+    }
+
+
+def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax.Array, n: int):
+    """Sums the mapped eval step's outputs over every batch, on device."""
+    totals = None
+    for batch in loader.epoch(0):
+        out = mapped_step(replicated, parallel.shard(batch, n), key)
+        totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
+    return jax.tree.map(lambda x: x[0], totals)
+
+
+def _meta(progress: _Progress, t0: float) -> dict[str, Any]:
+    snapshot = dataclasses.replace(progress, elapsed_s=progress.elapsed_s + time.perf_counter() - t0)
+    return {"progress": dataclasses.asdict(snapshot)}

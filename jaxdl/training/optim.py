@@ -1,0 +1,92 @@
+"""Optimizers and learning-rate schedules, built from plain settings with optax."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import optax
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+SCHEDULES = ("constant", "cosine", "piecewise")
+
+
+def make_schedule(
+    name: str,
+    learning_rate: float,
+    *,
+    total_steps: int,
+    steps_per_epoch: int,
+    warmup_steps: int = 0,
+    end_factor: float = 0.0,
+    boundaries_epochs: Sequence[int] = (),
+    decay_factor: float = 0.1,
+) -> optax.Schedule:
+    """Returns the learning rate as a function of the step.
+
+    Args:
+      name: "constant"; "cosine" (linear warmup over `warmup_steps`, then
+        cosine decay to `end_factor * learning_rate` at `total_steps`);
+        "piecewise" (multiply by `decay_factor` at each epoch in
+        `boundaries_epochs`, as in Burda et al. 2016).
+      learning_rate: peak rate (units of the optimizer's update).
+      total_steps, steps_per_epoch: length of the run, in optimizer steps.
+
+    Raises:
+      ValueError: unknown name or inconsistent settings.
+    """
+    if name == "constant":
+        if warmup_steps:
+            return optax.join_schedules(
+                [optax.linear_schedule(0.0, learning_rate, warmup_steps), optax.constant_schedule(learning_rate)],
+                [warmup_steps],
+            )
+        return optax.constant_schedule(learning_rate)
+    if name == "cosine":
+        if warmup_steps >= total_steps:
+            raise ValueError(f"warmup_steps={warmup_steps} must be below the run's {total_steps} steps.")
+        return optax.warmup_cosine_decay_schedule(
+            0.0 if warmup_steps else learning_rate,
+            learning_rate,
+            warmup_steps,
+            total_steps,
+            end_value=end_factor * learning_rate,
+        )
+    if name == "piecewise":
+        boundaries = {int(e) * steps_per_epoch: decay_factor for e in boundaries_epochs}
+        return optax.piecewise_constant_schedule(learning_rate, boundaries)
+    raise ValueError(f"Unknown schedule {name!r}; choose one of {SCHEDULES}.")
+
+
+def make_optimizer(
+    name: str,
+    schedule: optax.Schedule,
+    *,
+    b1: float = 0.9,
+    b2: float = 0.999,
+    eps: float = 1e-8,
+    momentum: float = 0.9,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    grad_clip_norm: float | None = None,
+) -> optax.GradientTransformation:
+    """Returns an optax optimizer, optionally preceded by global-norm clipping.
+
+    Raises:
+      ValueError: unknown name, or weight decay asked of an optimizer that
+        does not take it here.
+    """
+    if name == "adam":
+        tx = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+    elif name == "adamw":
+        tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+    elif name == "sgd":
+        tx = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
+    elif name == "rmsprop":
+        tx = optax.rmsprop(schedule, eps=eps, momentum=momentum)
+    else:
+        raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
+    if weight_decay and name != "adamw":
+        raise ValueError(f"optimizer.weight_decay applies to adamw only; got name={name!r}. Use optimizer=adamw.")
+    if grad_clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
+    return tx

@@ -1,0 +1,1 @@
+"""Pictures a run writes: image grids and training curves."""

@@ -1,0 +1,1 @@
+"""Things a person runs that are not training runs: `python -m scripts.NAME`."""
