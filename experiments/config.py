@@ -94,7 +94,7 @@ class VAETaskConfig:
     binarize_train: bool = True  # dynamic binarization of training pixels
     eval_binarize_seed: Optional[int] = 0  # one-off binarization of the eval split
     iw_samples: int = 1000  # K of the importance-weighted test NLL (0: skip)
-    iw_chunk: int = 100  # importance samples decoded at once
+    iw_chunk: int = 50  # importance samples decoded at once
     num_sample_images: int = 64
     active_unit_threshold: float = 0.01
 

@@ -17,7 +17,8 @@ a single record is written; TFDS writes into a temporary folder and renames it
 only when preparation succeeds, so a failed preparation leaves nothing behind
 that a later run could read.
 
-Features: `image` uint8 [28, 28, 1] in 0..255, `label` int64 in 0..9.
+Features: `image` uint8 [28, 28, 1] in 0..255, `label` int64 in 0..9; records
+keep the order of the original files.
 """
 
 from __future__ import annotations
@@ -117,7 +118,10 @@ def fetch_raw_files(
         f"data.manual_dir (or the JAXDL_MANUAL_DIR environment variable) at it or at its parent; "
         f"they are published at {url_prefix}."
     )
-    manual_dir = dl_manager.manual_dir if dl_manager.manual_dir.exists() else None
+    try:
+        manual_dir = dl_manager.manual_dir
+    except AssertionError:  # TFDS's way of saying the manual folder is missing or empty
+        manual_dir = None
     folder = locate_raw_files(manual_dir, subdirs, files)
     if folder is not None:
         paths = {f.name: folder / f.name for f in files}
@@ -183,6 +187,7 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
                 }
             ),
             supervised_keys=("image", "label"),
+            disable_shuffling=True,  # records keep the order of the raw files
             homepage=self.HOMEPAGE,
             citation=self.CITATION,
         )

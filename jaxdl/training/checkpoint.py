@@ -44,7 +44,10 @@ class Checkpointer:
         if best_metric is not None:
             policies.append(
                 checkpoint_managers.BestN(
-                    get_metric_fn=lambda metrics: metrics[best_metric], reverse=(mode == "min"), n=1
+                    get_metric_fn=lambda metrics: metrics[best_metric],
+                    reverse=(mode == "min"),
+                    n=1,
+                    keep_checkpoints_without_metrics=False,
                 )
             )
         options = ocp.CheckpointManagerOptions(
@@ -67,14 +70,15 @@ class Checkpointer:
     def save(self, step: int, state: TrainState, *, meta: Mapping[str, Any], metrics: Mapping[str, float]) -> None:
         """Starts an asynchronous save of `state` (unreplicated) at `step`.
 
-        `metrics` must contain `best_metric` when one was given; `meta` is any
-        JSON-serialisable record.
+        `metrics` ranks the checkpoint and must then contain `best_metric`; an
+        empty `metrics` (a mid-epoch save) leaves it unranked, kept only while it
+        is among the `keep_last` newest. `meta` is any JSON-serialisable record.
         """
         metrics = {k: float(v) for k, v in metrics.items()}
-        if self.best_metric is not None and self.best_metric not in metrics:
+        if metrics and self.best_metric is not None and self.best_metric not in metrics:
             raise KeyError(f"Cannot rank checkpoint {step}: {self.best_metric!r} not in metrics {sorted(metrics)}.")
         args = ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(dict(meta)))
-        self._manager.save(step, args=args, metrics=metrics)
+        self._manager.save(step, args=args, metrics=metrics or None)
 
     def restore(self, target: TrainState, step: int | None = None) -> tuple[TrainState, dict[str, Any]]:
         """Restores (state, meta) at `step` (default: the latest) into the structure of `target`.

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -86,6 +87,7 @@ class _Progress:
     evals_since_best: int = 0
     elapsed_s: float = 0.0
     stopped_early: bool = False
+    last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def improved(self, value: float, mode: str, min_delta: float) -> bool:
         if self.best is None:
@@ -166,12 +168,20 @@ def fit(
     total_steps = config.epochs * steps_per_epoch
     step = int(state.step)
     first_epoch, offset = divmod(step, steps_per_epoch)
-    last_eval: dict[str, float] = {}
+    if progress_state.stopped_early:  # a finished run started again: evaluate, do not train on
+        first_epoch = config.epochs
     first_step_s = None
     examples, train_time = 0, 0.0
 
+    interactive = sys.stderr.isatty()
     bar = tqdm.tqdm(
-        total=total_steps, initial=step, unit="step", disable=not config.progress, dynamic_ncols=True, smoothing=0.1
+        total=total_steps,
+        initial=step,
+        unit="step",
+        disable=not config.progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+        mininterval=0.5 if interactive else 60.0,  # a log file gets a line a minute, not thousands
     )
 
     def log_train(pending: list, window_start: float) -> float:
@@ -211,6 +221,8 @@ def fit(
                     window_start = log_train(pending, window_start)
                     pending = []
                 if checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                    window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
+                    pending = []
                     checkpointer.save(step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={})
             log_train(pending, window_start)
             offset = 0
@@ -220,6 +232,7 @@ def fit(
                 continue
             totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
             last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals).items()}
+            progress_state.last_eval = last_eval
             record = {"epoch": epoch + 1, **last_eval}
             if writer is not None:
                 writer.write(step, record)
@@ -263,7 +276,7 @@ def fit(
         if checkpointer is not None:
             checkpointer.wait()
 
-    final_metrics = dict(last_eval)
+    final_metrics = dict(progress_state.last_eval)
     host_state = parallel.unreplicate(replicated)
 
     def evaluate_with(step_fn):

@@ -1,0 +1,74 @@
+"""Every YAML option composes and builds; bad settings fail at composition time."""
+
+import pathlib
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from omegaconf import OmegaConf
+
+from experiments.config import register
+from jaxdl.experiment import build_model, build_task
+
+CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
+register()
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+def compose_with(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def build(cfg) -> None:
+    settings = OmegaConf.to_container(cfg, resolve=True)
+    model, task = dict(settings["model"]), dict(settings["task"])
+    module = build_model(model.pop("name"), **model)
+    build_task(task.pop("name"), module, **task)
+
+
+@pytest.mark.parametrize("group", ["model", "data", "optimizer", "trainer", "task", "debug", "experiment"])
+def test_every_option_composes(group):
+    names = options(group)
+    assert names, f"conf/{group} has no options"
+    for name in names:
+        cfg = compose_with(f"{group}={name}")
+        build(cfg)
+
+
+@pytest.mark.parametrize("model", options("model"))
+def test_each_model_picks_its_task_and_dataset(model):
+    cfg = compose_with(f"model={model}")
+    assert cfg.task.name and cfg.data.name
+    assert cfg.model.name in {"vae"}
+
+
+def test_vae_default_recipe_and_command_line_precedence():
+    cfg = compose_with("model=vae")
+    assert cfg.data.name == "mnist" and cfg.task.name == "vae"
+    assert compose_with("model=vae", "trainer.epochs=3").trainer.epochs == 3
+    assert compose_with("model=vae", "data=fashion_mnist").data.name == "fashion_mnist"
+
+
+def test_experiment_overrides_the_defaults():
+    cfg = compose_with("experiment=mnist_vae_burda2015")
+    assert cfg.data.batch_size == 20 and cfg.task.iw_samples == 5000
+    assert cfg.optimizer.schedule.name == "piecewise"
+
+
+def test_unknown_option_fails_with_hydras_message():
+    with pytest.raises(MissingConfigException, match="nope"):
+        compose_with("model=nope")
+
+
+def test_wrongly_typed_value_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="learning_rate"):
+        compose_with("optimizer.learning_rate=abc")
+
+
+def test_misspelled_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException, match="epochz"):
+        compose_with("trainer.epochz=3")

@@ -1,0 +1,111 @@
+"""The loop: exact resume, early stopping, the NaN guard, files written."""
+
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from jaxdl.data.pipeline import ArrayLoader
+from jaxdl.metrics.writers import MetricWriter, read_metrics
+from jaxdl.models.vae import VAE
+from jaxdl.tasks.vae import VAETask
+from jaxdl.training import parallel
+from jaxdl.training.checkpoint import Checkpointer
+from jaxdl.training.loop import LoopConfig, NonFiniteMetricError, fit
+from tests.conftest import assert_close
+
+
+def synthetic(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), "label": rng.integers(0, 10, n)}
+
+
+def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, **loop):
+    task = task or VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
+    train_loader = ArrayLoader(synthetic(64, 0), 16, shuffle=True, seed=0, drop_remainder=True)
+    eval_loader = ArrayLoader(task.prepare_eval_split(synthetic(24, 1)), 8, shuffle=False, drop_remainder=False)
+    state = task.init_state(jax.random.fold_in(jax.random.key(0), 0), optax.adam(lr), synthetic(1, 0))
+    config = LoopConfig(epochs=epochs, log_every_steps=2, monitor="eval/elbo", progress=False, **loop)
+    checkpointer = Checkpointer(run_dir / "checkpoints", best_metric=config.monitor)
+    writer = MetricWriter(run_dir, tensorboard=False)
+    try:
+        return fit(
+            task, state, config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
+            seed=0, devices=parallel.select_devices(devices), checkpointer=checkpointer, writer=writer,
+        ), checkpointer
+    finally:
+        checkpointer.close()
+        writer.close()
+
+
+def final_params(checkpointer):
+    state = VAETask(VAE(latent_dim=4, hidden_dims=(16,))).init_state(jax.random.key(0), optax.adam(1e-3), synthetic(1, 0))
+    return Checkpointer(checkpointer.directory).restore(state)[0].params
+
+
+def test_resumed_run_ends_bit_for_bit_like_an_uninterrupted_one(tmp_path):
+    straight, ckpt_a = train(tmp_path / "a", epochs=3)
+    train(tmp_path / "b", epochs=1)  # a run stopped after its first epoch ...
+    resumed, ckpt_b = train(tmp_path / "b", epochs=3)  # ... and started again with the same output folder
+    assert resumed["resumed_from"] == 4
+    assert resumed["metrics"] == straight["metrics"]
+    assert_close(final_params(ckpt_b), final_params(ckpt_a), rtol=0, atol=0)
+
+
+def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
+    straight, _ = train(tmp_path / "a", epochs=2)
+    train(tmp_path / "b", epochs=1, checkpoint_every_steps=3)  # saves steps 3 (mid-epoch) and 4
+    # Remove step 4, as if the process had been killed between the two saves.
+    shutil.rmtree(tmp_path / "b" / "checkpoints" / "4")
+    resumed, _ = train(tmp_path / "b", epochs=2, checkpoint_every_steps=3)
+    assert resumed["resumed_from"] == 3
+    assert resumed["metrics"] == straight["metrics"]
+
+
+def test_writes_metrics_pictures_and_final_evaluation(tmp_path):
+    results, _ = train(tmp_path, epochs=2)
+    records = list(read_metrics(tmp_path / "metrics.jsonl"))
+    assert any("train/elbo" in r for r in records) and any("eval/elbo" in r for r in records)
+    assert {"eval/nll", "eval/active_units", "eval/elbo", "eval/kl", "eval/recon"} <= set(results["metrics"])
+    for name in ("samples/epoch_001.png", "samples/epoch_002.png", "reconstructions/epoch_002.png", "curves.png"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    json.dumps(results, default=str)
+
+
+def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp_path):
+    # A learning rate of 0 never improves the monitored metric.
+    results, _ = train(tmp_path, epochs=10, lr=0.0, patience=1)
+    assert results["stopped_early"]
+    assert results["steps"] == 3 * 4  # best at epoch 1, two evaluations without improvement
+
+
+class ExplodingTask(VAETask):
+    """Reports a NaN loss from step 5 on."""
+
+    def train_step(self, state, batch, key, *, axis_name=None):
+        new_state, metrics = super().train_step(state, batch, key, axis_name=axis_name)
+        metrics["elbo"] = jnp.where(state.step >= 5, jnp.nan, metrics["elbo"])
+        return new_state, metrics
+
+
+def test_nan_guard_names_metric_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    task = ExplodingTask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=0)
+    with pytest.raises(NonFiniteMetricError, match=r"train/elbo=nan at step 6; .*last good checkpoint is step 4"):
+        train(tmp_path, epochs=3, task=task)
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.all_steps() == [4]
+    ckpt.close()
+
+
+def test_unknown_monitor_is_reported(tmp_path):
+    with pytest.raises(KeyError, match="trainer.monitor='eval/accuracy'"):
+        task = VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=0)
+        train_loader = ArrayLoader(synthetic(32, 0), 16, shuffle=True, seed=0, drop_remainder=True)
+        eval_loader = ArrayLoader(synthetic(8, 1), 8, shuffle=False, drop_remainder=False)
+        state = task.init_state(jax.random.key(0), optax.adam(1e-3), synthetic(1, 0))
+        fit(task, state, config=LoopConfig(epochs=1, monitor="eval/accuracy", progress=False), train_loader=train_loader,
+            eval_loader=eval_loader, run_dir=tmp_path, seed=0, devices=parallel.select_devices(1))
