@@ -59,10 +59,12 @@ class CheckpointConfig:
 @dataclass
 class TrainerConfig:
     epochs: int = 10
+    max_steps: Optional[int] = None  # run length in optimizer steps, replacing epochs (None: epochs)
     num_devices: Optional[int] = None  # local devices to use (None: all)
     backend: str = "shard_map"  # shard_map | pmap
     log_every_steps: int = 100  # steps between metric fetches from the devices
     eval_every_epochs: int = 1
+    eval_every_steps: Optional[int] = None  # evaluate every N steps instead of by epochs
     checkpoint_every_steps: Optional[int] = None  # extra mid-epoch checkpoints
     monitor: Optional[str] = None  # metric for best checkpoint and early stopping (None: the task's)
     mode: Optional[str] = None  # min | max (None: the task's)

@@ -160,11 +160,19 @@ def run(
             f"evenly over {len(devices)} devices x {process['process_count']} processes."
         )
 
+    checkpoint = dict(trainer.pop("checkpoint", None) or {})
+    tensorboard = trainer.pop("tensorboard", True)
+    if trainer.get("monitor") is None:
+        trainer["monitor"] = objective.default_metric
+    if trainer.get("mode") is None:
+        trainer["mode"] = objective.default_mode
+    loop_config = _construct("Trainer setting", LoopConfig, trainer)
+
     schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
     schedule = optim.make_schedule(
         schedule_settings.pop("name"),
         optimizer.pop("learning_rate"),
-        total_steps=trainer["epochs"] * train_loader.steps_per_epoch,
+        total_steps=loop_config.total_steps(train_loader.steps_per_epoch),
         steps_per_epoch=train_loader.steps_per_epoch,
         **schedule_settings,
     )
@@ -174,15 +182,6 @@ def run(
     example = {k: v[:1] for k, v in train_arrays.items()}
     state = objective.init_state(init_key, tx, example)
 
-    checkpoint = dict(trainer.pop("checkpoint", None) or {})
-    tensorboard = trainer.pop("tensorboard", True)
-    trainer.setdefault("monitor", objective.default_metric)
-    trainer.setdefault("mode", objective.default_mode)
-    if trainer["monitor"] is None:
-        trainer["monitor"] = objective.default_metric
-    if trainer["mode"] is None:
-        trainer["mode"] = objective.default_mode
-    loop_config = _construct("Trainer setting", LoopConfig, trainer)
     checkpointer = Checkpointer(
         run_dir / "checkpoints", keep_last=checkpoint.get("keep_last", 2), best_metric=loop_config.monitor, mode=loop_config.mode
     )

@@ -42,8 +42,11 @@ class LoopConfig:
 
     Attributes:
       epochs: passes over the training split.
+      max_steps: when set, the run's length in optimizer steps, replacing
+        `epochs` (it may end mid-epoch); iteration-based recipes (nanoGPT) use it.
       log_every_steps: steps between fetches of the running train metrics.
-      eval_every_epochs: epochs between evaluations (the last epoch always evaluates).
+      eval_every_epochs: epochs between evaluations (the last step always evaluates).
+      eval_every_steps: evaluate every this many steps instead (None: by epochs).
       checkpoint_every_steps: extra checkpoints inside epochs (None: at epoch ends only).
       monitor: metric that ranks checkpoints and drives early stopping (e.g. "eval/elbo").
       mode: "min" if lower `monitor` is better, else "max".
@@ -57,8 +60,10 @@ class LoopConfig:
     """
 
     epochs: int
+    max_steps: int | None = None
     log_every_steps: int = 100
     eval_every_epochs: int = 1
+    eval_every_steps: int | None = None
     checkpoint_every_steps: int | None = None
     monitor: str = "eval/loss"
     mode: str = "min"
@@ -69,11 +74,19 @@ class LoopConfig:
     artifacts: bool = True
     backend: str = "shard_map"
 
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """Optimizer steps of the whole run."""
+        return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
+
     def __post_init__(self):
         if self.epochs < 1:
             raise ValueError(f"trainer.epochs={self.epochs} must be at least 1.")
         if self.log_every_steps < 1 or self.eval_every_epochs < 1:
             raise ValueError("trainer.log_every_steps and trainer.eval_every_epochs must be at least 1.")
+        for name in ("max_steps", "eval_every_steps", "checkpoint_every_steps"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"trainer.{name}={value} must be at least 1 (or null).")
         if self.mode not in ("min", "max"):
             raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max'.")
 
@@ -165,11 +178,11 @@ def fit(
     train_step = parallel.data_parallel(task.train_step, devices, backend=config.backend, donate_state=True)
     eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend)
     steps_per_epoch = train_loader.steps_per_epoch
-    total_steps = config.epochs * steps_per_epoch
+    total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
     first_epoch, offset = divmod(step, steps_per_epoch)
-    if progress_state.stopped_early:  # a finished run started again: evaluate, do not train on
-        first_epoch = config.epochs
+    if progress_state.stopped_early or step >= total_steps:  # a finished run started again: evaluate only
+        first_epoch = math.ceil(total_steps / steps_per_epoch)
     first_step_s = None
     examples, train_time = 0, 0.0
 
@@ -200,13 +213,52 @@ def fit(
         if config.nan_guard:
             _check_finite(record, step, checkpointer)
         shown = record.get(f"train/{task.progress_metric}", float("nan"))
-        bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"})
+        bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"}, refresh=False)
         return now
 
+    def evaluate_and_save(epoch: float) -> None:
+        """Evaluates, updates best/early stopping, writes pictures, saves a ranked checkpoint."""
+        totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
+        last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals).items()}
+        if writer is not None:
+            writer.write(step, {"epoch": epoch, **last_eval})
+        if config.nan_guard:
+            _check_finite(last_eval, step, checkpointer)
+        bar.write(f"epoch {epoch:g} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+        value = last_eval.get(config.monitor)
+        if value is None:
+            raise KeyError(f"trainer.monitor={config.monitor!r} is not among the eval metrics {sorted(last_eval)}.")
+        progress_state.last_eval = last_eval
+        if progress_state.improved(value, config.mode, config.min_delta):
+            progress_state.best, progress_state.best_step, progress_state.evals_since_best = value, step, 0
+        else:
+            progress_state.evals_since_best += 1
+        if config.patience is not None and progress_state.evals_since_best > config.patience:
+            progress_state.stopped_early = True
+        if writer is not None and config.artifacts:
+            task.write_artifacts(parallel.unreplicate(replicated), round(epoch), run_dir, eval_loader.arrays)
+            plot_curves(
+                read_metrics(writer.path),
+                run_dir / "curves.png",
+                metrics=[f"train/{task.progress_metric}", f"eval/{task.progress_metric}"],
+                title=f"{task.progress_metric} against steps",
+                ylabel=task.progress_unit,
+            )
+        if checkpointer is not None:
+            checkpointer.save(
+                step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
+            )
+        if progress_state.stopped_early:
+            bar.write(
+                f"Early stop: {config.monitor} has not improved for {config.patience + 1} evaluations "
+                f"(best {progress_state.best:.4f} at step {progress_state.best_step})."
+            )
+
     try:
-        for epoch in range(first_epoch, config.epochs):
+        for epoch in range(first_epoch, math.ceil(total_steps / steps_per_epoch)):
             pending: list = []
             window_start = time.perf_counter()
+            evaluated = False
             for batch in train_loader.epoch(epoch, start_step=offset):
                 replicated, metrics = train_step(replicated, parallel.shard(batch, n), train_key)
                 step += 1
@@ -215,62 +267,30 @@ def fit(
                     jax.block_until_ready(metrics)
                     first_step_s = time.perf_counter() - t0
                     window_start = time.perf_counter()
-                    continue
-                pending.append(metrics)
-                if step % config.log_every_steps == 0:
+                else:
+                    pending.append(metrics)
+                finished = step >= total_steps
+                evaluated = finished or bool(config.eval_every_steps and step % config.eval_every_steps == 0)
+                if step % config.log_every_steps == 0 or evaluated:
                     window_start = log_train(pending, window_start)
                     pending = []
-                if checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                if evaluated:
+                    evaluate_and_save(step / steps_per_epoch)
+                    window_start = time.perf_counter()
+                    if finished or progress_state.stopped_early:
+                        break
+                elif checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
                     pending = []
                     checkpointer.save(step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={})
             log_train(pending, window_start)
             offset = 0
-
-            is_last = epoch + 1 == config.epochs
-            if (epoch + 1) % config.eval_every_epochs and not is_last:
-                continue
-            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
-            last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals).items()}
-            progress_state.last_eval = last_eval
-            record = {"epoch": epoch + 1, **last_eval}
-            if writer is not None:
-                writer.write(step, record)
-            if config.nan_guard:
-                _check_finite(last_eval, step, checkpointer)
-            bar.write(f"epoch {epoch + 1}/{config.epochs} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
-
-            value = last_eval.get(config.monitor)
-            if value is None:
-                raise KeyError(f"trainer.monitor={config.monitor!r} is not among the eval metrics {sorted(last_eval)}.")
-            if progress_state.improved(value, config.mode, config.min_delta):
-                progress_state.best, progress_state.best_step, progress_state.evals_since_best = value, step, 0
-            else:
-                progress_state.evals_since_best += 1
-            if config.patience is not None and progress_state.evals_since_best > config.patience:
-                progress_state.stopped_early = True
-
-            if writer is not None:
-                host_state = parallel.unreplicate(replicated)
-                if config.artifacts:
-                    task.write_artifacts(host_state, epoch + 1, run_dir, eval_loader.arrays)
-                    plot_curves(
-                        read_metrics(writer.path),
-                        run_dir / "curves.png",
-                        metrics=[f"train/{task.progress_metric}", f"eval/{task.progress_metric}"],
-                        title="loss",
-                        ylabel=task.progress_unit,
-                    )
-            if checkpointer is not None:
-                checkpointer.save(
-                    step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
-                )
-            if progress_state.stopped_early:
-                bar.write(
-                    f"Early stop: {config.monitor} has not improved for {config.patience + 1} evaluations "
-                    f"(best {progress_state.best:.4f} at step {progress_state.best_step})."
-                )
+            if progress_state.stopped_early or step >= total_steps:
                 break
+            if not evaluated and config.eval_every_steps is None and (epoch + 1) % config.eval_every_epochs == 0:
+                evaluate_and_save(epoch + 1)
+                if progress_state.stopped_early:
+                    break
     finally:
         bar.close()
         if checkpointer is not None:

@@ -109,3 +109,10 @@ def test_unknown_monitor_is_reported(tmp_path):
         state = task.init_state(jax.random.key(0), optax.adam(1e-3), synthetic(1, 0))
         fit(task, state, config=LoopConfig(epochs=1, monitor="eval/accuracy", progress=False), train_loader=train_loader,
             eval_loader=eval_loader, run_dir=tmp_path, seed=0, devices=parallel.select_devices(1))
+
+
+def test_max_steps_ends_mid_epoch_and_evaluates_every_n_steps(tmp_path):
+    results, _ = train(tmp_path, epochs=1, max_steps=7, eval_every_steps=3)
+    assert results["steps"] == 7
+    evaluated_at = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/elbo" in r]
+    assert evaluated_at == [3, 6, 7]
