@@ -2,42 +2,58 @@
 
 Composes `conf/config.yaml` with the command-line overrides, turns the result
 into plain dicts and calls `jaxdl.experiment.run`. Returns the monitored
-metric, which Hydra's sweepers (Optuna) optimise.
+metric, which Hydra's sweepers (Optuna) optimise. A run that fails writes
+`failure.json` (error and traceback) into its folder before the error
+propagates, so a sweep's summary can list it; Hydra's launchers go on with
+the sweep's other jobs.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import traceback
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from experiments.config import register
+from experiments.sweeps import register_resolvers
 
 register()
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and TFDS log every file they touch at INFO
     settings = OmegaConf.to_container(cfg, resolve=True)
-    if settings["compilation_cache_dir"]:
+    run_dir = HydraConfig.get().runtime.output_dir
+    os.environ.update({k: str(v) for k, v in (settings.get("env") or {}).items()})  # before JAX starts
+    try:
         import jax
 
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(settings["compilation_cache_dir"]))
-    from jaxdl import experiment  # after the cache is configured
+        if settings["compilation_cache_dir"]:
+            jax.config.update("jax_compilation_cache_dir", os.path.expanduser(settings["compilation_cache_dir"]))
+        from jaxdl import experiment
 
-    results = experiment.run(
-        seed=settings["seed"],
-        model=settings["model"],
-        task=settings["task"],
-        data=settings["data"],
-        optimizer=settings["optimizer"],
-        trainer=settings["trainer"],
-        run_dir=HydraConfig.get().runtime.output_dir,
-    )
+        results = experiment.run(
+            seed=settings["seed"],
+            model=settings["model"],
+            task=settings["task"],
+            data=settings["data"],
+            optimizer=settings["optimizer"],
+            trainer=settings["trainer"],
+            distributed=settings["distributed"],
+            run_dir=run_dir,
+        )
+    except Exception as error:
+        failure = {"error": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}
+        with open(os.path.join(run_dir, "failure.json"), "w", encoding="utf-8") as f:
+            json.dump(failure, f, indent=2)
+        raise
     return results["metrics"].get(results["best"]["metric"])
 
 

@@ -7,12 +7,10 @@ the constructor it names, and an unknown key fails with the list of valid ones.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import json
 import os
 import pathlib
-import platform
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -22,17 +20,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.data import sources
+from jaxdl.data import sequences, sources
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.metrics.writers import MetricWriter
 from jaxdl.models import MODELS
+from jaxdl.provenance import environment, manifest
 from jaxdl.tasks import TASKS, Task
 from jaxdl.training import optim, parallel
 from jaxdl.training.checkpoint import Checkpointer
 from jaxdl.training.loop import LoopConfig, fit
-
-PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "tensorflow-datasets", "numpy", "hydra-core")
-
 
 def _construct(kind: str, cls: type, settings: Mapping[str, Any], *args: Any) -> Any:
     """`cls(*args, **settings)` with a clear error naming unknown settings."""
@@ -73,28 +69,6 @@ def build_task(name: str, model: nn.Module, **settings: Any) -> Task:
     return _construct("Task", TASKS[name], settings, model)
 
 
-def environment() -> dict[str, Any]:
-    """Package versions, Python, platform and devices, as recorded in results.json."""
-    versions = {}
-    for package in PACKAGES:
-        try:
-            versions[package] = importlib.metadata.version(package)
-        except importlib.metadata.PackageNotFoundError:
-            versions[package] = None
-    devices = jax.devices()
-    return {
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "packages": versions,
-        "device_kind": devices[0].device_kind,
-        "platform_name": devices[0].platform,
-        "device_count": jax.device_count(),
-        "local_device_count": jax.local_device_count(),
-        "process_count": jax.process_count(),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
-    }
-
-
 def write_json(path: pathlib.Path, payload: Mapping[str, Any]) -> None:
     """Writes JSON atomically (temporary file, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -111,6 +85,7 @@ def run(
     optimizer: Mapping[str, Any],
     trainer: Mapping[str, Any],
     run_dir: os.PathLike | str,
+    distributed: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Prepares data, builds model, task and optimizer, trains, and writes results.json.
 
@@ -125,11 +100,21 @@ def run(
       trainer: LoopConfig fields plus num_devices, tensorboard and checkpoint
         {keep_last}; `monitor`/`mode` default to the task's.
       run_dir: output folder (created); rerunning into the same folder resumes.
+        With several processes it must be the same folder on every host.
+      distributed: {"enabled", "coordinator_address", "num_processes",
+        "process_id"}: when enabled, `jax.distributed.initialize` joins this
+        process to a multi-host run (None values are detected, e.g. under
+        SLURM). Each process then reads its own slice of every global batch,
+        steps run under `jax.pmap` across all processes, and only process 0
+        writes logs, pictures and results.
 
     Returns:
       The results dict also written to `run_dir/results.json`.
     """
     t_start = time.perf_counter()
+    distributed = dict(distributed or {})
+    if distributed.pop("enabled", False):
+        jax.distributed.initialize(**{k: v for k, v in distributed.items() if v is not None})
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
@@ -139,13 +124,20 @@ def run(
     module = build_model(model_settings.pop("name"), **model_settings)
     objective = build_task(task_settings.pop("name"), module, **task_settings)
 
-    train_arrays, eval_arrays = sources.load_splits(
-        data["name"],
-        [data.get("train_split", "train"), data.get("eval_split", "test")],
-        data_dir=data.get("data_dir"),
-        manual_dir=data.get("manual_dir"),
-        limits=[data.get("train_limit"), data.get("eval_limit")],
-    )
+    builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
+    train_arrays = sources.load_arrays(builder, data.get("train_split", "train"), limit=data.get("train_limit"))
+    eval_arrays = sources.load_arrays(builder, data.get("eval_split", "test"), limit=data.get("eval_limit"))
+    dataset = sources.describe(builder)
+    if is_main:
+        record, diff = manifest(
+            settings=dict(seed=seed, model=model, task=task, data=data, optimizer=optimizer, trainer=trainer),
+            dataset=dataset,
+        )
+        write_json(run_dir / "manifest.json", record)
+        if diff:
+            (run_dir / "git.diff").write_text(diff)
+    train_arrays, eval_arrays = sequences.make_examples(data, train_arrays, eval_arrays)  # text/traces -> windows
+    train_arrays = objective.prepare_train_split(train_arrays)
     eval_arrays = objective.prepare_eval_split(eval_arrays)
     devices = parallel.select_devices(trainer.pop("num_devices", None))
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
@@ -166,6 +158,9 @@ def run(
         trainer["monitor"] = objective.default_metric
     if trainer.get("mode") is None:
         trainer["mode"] = objective.default_mode
+    if jax.process_count() > 1:
+        trainer["backend"] = "pmap"  # pmap maps over every process's local devices natively
+        trainer["progress"] = trainer.get("progress", True) and is_main
     loop_config = _construct("Trainer setting", LoopConfig, trainer)
 
     schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
@@ -207,7 +202,7 @@ def run(
     results.update(
         setup_s=setup_s,
         parameters=int(sum(np.size(x) for x in jax.tree.leaves(state.params))),
-        dataset={"name": data["name"], "train_examples": train_loader.size, "eval_examples": eval_loader.size},
+        dataset={**dataset, "train_examples": train_loader.size, "eval_examples": eval_loader.size},
         environment=environment(),
     )
     if is_main:

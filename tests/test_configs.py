@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 
 from experiments.config import register
 from jaxdl.experiment import build_model, build_task
+from jaxdl.models import MODELS
+from jaxdl.tasks import TASKS
 
 CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 register()
@@ -30,7 +32,9 @@ def build(cfg) -> None:
     build_task(task.pop("name"), module, **task)
 
 
-@pytest.mark.parametrize("group", ["model", "data", "optimizer", "trainer", "task", "debug", "experiment"])
+@pytest.mark.parametrize(
+    "group", ["model", "data", "optimizer", "trainer", "task", "debug", "experiment", "launcher", "sweep", "recipe"]
+)
 def test_every_option_composes(group):
     names = options(group)
     assert names, f"conf/{group} has no options"
@@ -43,7 +47,7 @@ def test_every_option_composes(group):
 def test_each_model_picks_its_task_and_dataset(model):
     cfg = compose_with(f"model={model}")
     assert cfg.task.name and cfg.data.name
-    assert cfg.model.name in {"vae"}
+    assert cfg.model.name in MODELS and cfg.task.name in TASKS
 
 
 def test_vae_default_recipe_and_command_line_precedence():

@@ -172,6 +172,11 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     CITATION: str
 
     @property
+    def RAW_FILES(self) -> tuple[RawFile, ...]:  # noqa: N802 (constant-like, as TFDS's own)
+        """Every raw file the dataset is prepared from, with its verified fingerprint."""
+        return tuple(f for pair in self.FILES.values() for f in pair)
+
+    @property
     def MANUAL_DOWNLOAD_INSTRUCTIONS(self) -> str:  # noqa: N802 (TFDS's name)
         names = ", ".join(f.name for pair in self.FILES.values() for f in pair)
         return f"Optional: place {names} in manual_dir (or manual_dir/{self.SUBDIRS[0]}) to prepare offline."
@@ -193,9 +198,8 @@ class _IdxImageBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        files = tuple(f for pair in self.FILES.values() for f in pair)
         paths = fetch_raw_files(
-            dl_manager, files=files, url_prefix=self.URL_PREFIX, subdirs=self.SUBDIRS, dataset=self.name
+            dl_manager, files=self.RAW_FILES, url_prefix=self.URL_PREFIX, subdirs=self.SUBDIRS, dataset=self.name
         )
         return {
             split: self._generate_examples(paths[images.name], paths[labels.name])

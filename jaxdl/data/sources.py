@@ -20,11 +20,19 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 
+from jaxdl.data.adfa_ld import AdfaLd
+from jaxdl.data.cifar10 import Cifar10Binary
 from jaxdl.data.idx_images import FashionMnistIdx, MnistIdx
+from jaxdl.data.tabular import Diabetes
+from jaxdl.data.tiny_shakespeare import TinyShakespeareText
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mnist": MnistIdx,
     "fashion_mnist": FashionMnistIdx,
+    "cifar10": Cifar10Binary,
+    "tiny_shakespeare": TinyShakespeareText,
+    "adfa_ld": AdfaLd,
+    "diabetes": Diabetes,
 }
 
 
@@ -77,12 +85,35 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str, *, limit: int | N
 
     Returns:
       One array per feature, leading axis N (e.g. image uint8 [N, 28, 28, 1],
-      label int64 [N]).
+      label int64 [N]); a variable-length feature (a text, a trace) becomes an
+      object array [N] of 1-D arrays.
     """
     source = builder.as_data_source(split=split)
     n = len(source) if limit is None else min(limit, len(source))
     records = source.__getitems__(list(range(n)))  # one batched read: ~30x faster than per record
-    return {key: np.stack([r[key] for r in records]) for key in records[0]}
+    return {key: _stack([r[key] for r in records]) for key in records[0]}
+
+
+def _stack(values: list) -> np.ndarray:
+    """np.stack, or an object array [N] when the values' shapes differ (ragged features)."""
+    if len({np.shape(v) for v in values}) <= 1:
+        return np.stack(values)
+    out = np.empty(len(values), dtype=object)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
+def describe(builder: tfds.core.DatasetBuilder) -> dict[str, object]:
+    """Name, version, location and raw-file fingerprints of a prepared dataset (for manifests)."""
+    raw_files = getattr(builder, "RAW_FILES", ())
+    return {
+        "name": builder.name,
+        "version": str(builder.version),
+        "data_dir": str(builder.data_dir),
+        "raw_files": [{"name": f.name, "size": f.size, "sha256": f.sha256} for f in raw_files],
+        "metadata": dict(builder.info.metadata or {}),  # e.g. which CIFAR-10 archive, and whether it is canonical
+    }
 
 
 def load_splits(

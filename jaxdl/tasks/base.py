@@ -58,6 +58,17 @@ class Task:
     def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
         raise NotImplementedError
 
+    def prepare_train_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Host-side, once per run and before `prepare_eval_split` and `init_state`.
+
+        A task may fit statistics on the training split here (standardization,
+        data marginals for initial biases), keep what its final evaluation needs
+        (a k-NN or linear baseline fitted on training data), or select examples
+        (only the normal class for anomaly detection). Must be deterministic so
+        that a resumed run sees the same data.
+        """
+        return arrays
+
     def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Host-side, once per run: fixes any randomness of the evaluation data."""
         return arrays

@@ -246,7 +246,7 @@ def fit(
             )
         if checkpointer is not None:
             checkpointer.save(
-                step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
+                step, parallel.to_host(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
             )
         if progress_state.stopped_early:
             bar.write(
@@ -282,7 +282,7 @@ def fit(
                 elif checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
                     pending = []
-                    checkpointer.save(step, parallel.unreplicate(replicated), meta=_meta(progress_state, t0), metrics={})
+                    checkpointer.save(step, parallel.to_host(replicated), meta=_meta(progress_state, t0), metrics={})
             log_train(pending, window_start)
             offset = 0
             if progress_state.stopped_early or step >= total_steps:

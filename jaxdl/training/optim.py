@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import jax
 import optax
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
@@ -67,9 +68,14 @@ def make_optimizer(
     momentum: float = 0.9,
     nesterov: bool = False,
     weight_decay: float = 0.0,
+    decay_min_ndim: int = 0,
     grad_clip_norm: float | None = None,
 ) -> optax.GradientTransformation:
     """Returns an optax optimizer, optionally preceded by global-norm clipping.
+
+    `decay_min_ndim` restricts adamw's weight decay to parameters with at least
+    that many dimensions (2: weight matrices and embeddings but not biases or
+    norm scales, as GPT-2 and nanoGPT do); 0 decays every parameter.
 
     Raises:
       ValueError: unknown name, or weight decay asked of an optimizer that
@@ -78,7 +84,8 @@ def make_optimizer(
     if name == "adam":
         tx = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
     elif name == "adamw":
-        tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay)
+        mask = (lambda params: jax.tree.map(lambda p: p.ndim >= decay_min_ndim, params)) if decay_min_ndim else None
+        tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
     elif name == "sgd":
         tx = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
     elif name == "rmsprop":

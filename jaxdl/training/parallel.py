@@ -91,7 +91,9 @@ def data_parallel(
     fn = functools.partial(step_fn, axis_name=AXIS_NAME, **static)
     donate = (0,) if donate_state else ()
     if backend == "pmap":
-        return jax.pmap(fn, axis_name=AXIS_NAME, in_axes=(0, 0, None), devices=devices, donate_argnums=donate)
+        # Across processes pmap maps over every process's devices and takes each process's local shards.
+        mapped_devices = None if jax.process_count() > 1 else devices
+        return jax.pmap(fn, axis_name=AXIS_NAME, in_axes=(0, 0, None), devices=mapped_devices, donate_argnums=donate)
     if backend != "shard_map":
         raise ValueError(f"Unknown parallel backend {backend!r}; choose one of {BACKENDS}.")
 
@@ -120,6 +122,15 @@ def replicate(tree: T, devices: Sequence[jax.Device]) -> T:
 def unreplicate(tree: T) -> T:
     """Takes device 0's copy of a replicated tree (leaves lose their [N] axis)."""
     return jax.tree.map(lambda x: x[0], tree)
+
+
+def to_host(tree: T) -> T:
+    """Device 0's copy of a replicated tree as numpy arrays: what checkpoints store.
+
+    Host arrays are the same on every process, so a multi-process checkpoint
+    writes them once, and they restore onto any number of devices.
+    """
+    return jax.device_get(unreplicate(tree))
 
 
 def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray]:
