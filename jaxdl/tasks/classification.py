@@ -1,0 +1,267 @@
+"""Classification objective: softmax cross-entropy, accuracy, per-class accuracy.
+
+Works with any model that maps inputs [B, ...] to logits [B, K] with the
+signature `model(x, *, train)`; images or vectors. Two optional model features
+are handled:
+
+* batch norm: the model's `batch_stats` collection lives in
+  `TrainState.batch_stats`; training updates the running averages
+  (`mutable=["batch_stats"]`) and evaluation uses them. A model with an
+  `axis_name` field (e.g. `jaxdl.models.mlp.MLP`) is cloned with the step's
+  axis so its batch statistics are those of the global batch; the updated
+  running averages are `pmean`ed in every case so the device copies agree.
+* dropout: a model whose `__call__` takes `example_keys` receives one PRNG
+  stream per example (the same draws on 1 or N devices); models using flax's
+  `nn.Dropout` get a `dropout` rng folded from the step and the device.
+
+Units: `loss` is the cross-entropy in nats per example (mean over the global
+batch), `accuracy` a fraction in [0, 1].
+
+Data: batches hold the input under `input_key` (uint8 images in 0..255 are
+scaled to [0, 1]; float arrays are used as they are), integer labels in
+0..K-1 under `label_key`, `index` int32 [B] and, for evaluation, `mask` bool [B].
+"""
+
+from __future__ import annotations
+
+import inspect
+import functools
+import pathlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdl.data.augment import augment as augment_images
+from jaxdl.data.augment import normalize
+from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.training.parallel import example_keys, pmean, psum
+from jaxdl.training.state import TrainState
+
+
+def model_inputs(batch: Batch, key: str) -> jax.Array:
+    """The model input of a batch as float32: uint8 images scaled from 0..255 to [0, 1]."""
+    x = batch[key]
+    if x.dtype == jnp.uint8:
+        return x.astype(jnp.float32) / 255.0
+    return x.astype(jnp.float32)
+
+
+def takes_example_keys(model: nn.Module) -> bool:
+    """Whether `model.__call__` accepts per-example dropout keys (`example_keys=`)."""
+    return "example_keys" in inspect.signature(type(model).__call__).parameters
+
+
+def init_variables(model: nn.Module, key: jax.Array, x: jax.Array) -> tuple[Any, Any]:
+    """Initialises `model` on inputs shaped like `x` [1, ...]; returns (params, batch_stats or None)."""
+    variables = model.init({"params": key, "dropout": key}, x, train=False)
+    return variables["params"], variables.get("batch_stats")
+
+
+def apply_model(
+    model: nn.Module,
+    params: Any,
+    batch_stats: Any,
+    x: jax.Array,
+    *,
+    train: bool,
+    keys: jax.Array | None = None,
+    dropout_key: jax.Array | None = None,
+    axis_name: str | None = None,
+) -> tuple[jax.Array, Any]:
+    """Applies a supervised model in training or evaluation mode.
+
+    Args:
+      model: module with `__call__(x, *, train[, example_keys])`.
+      params, batch_stats: the model's variables (batch_stats None without batch norm).
+      x: [B, ...] float inputs.
+      train: training mode (batch statistics, dropout).
+      keys: typed key array [B], per-example dropout streams (training only).
+      dropout_key: typed scalar key for models using flax's `nn.Dropout`.
+      axis_name: mapped axis of the step (None when unmapped).
+
+    Returns:
+      (outputs [B, ...], batch_stats): in training the updated running
+      averages, `pmean`ed over `axis_name`; otherwise the input batch_stats.
+    """
+    if train and axis_name is not None and hasattr(model, "axis_name"):
+        model = model.clone(axis_name=axis_name)
+    variables = {"params": params}
+    if batch_stats is not None:
+        variables["batch_stats"] = batch_stats
+    kwargs = {"example_keys": keys} if takes_example_keys(model) and train else {}
+    rngs = None
+    if train and dropout_key is not None:
+        if axis_name is not None:
+            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+        rngs = {"dropout": dropout_key}
+    if train and batch_stats is not None:
+        out, updates = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"], **kwargs)
+        return out, pmean(updates["batch_stats"], axis_name)
+    return model.apply(variables, x, train=train, rngs=rngs, **kwargs), batch_stats
+
+
+class ClassificationTask(Task):
+    """Trains a classifier by minimising softmax cross-entropy.
+
+    Args:
+      model: module mapping [B, ...] inputs to [B, K] logits.
+      num_classes: K.
+      input_key: batch key of the input ("image" or "features").
+      label_key: batch key of the integer labels.
+      augment: training-time image augmentation, keyword arguments of
+        `jaxdl.data.augment.augment` (crop_pad, crop_mode, flip, cutout_size);
+        drawn on device from one stream per example and step. None: none.
+      normalize_mean, normalize_std: per-channel statistics, in [0, 1] pixel
+        units, subtracted and divided after augmentation (train and eval).
+      class_names: names for the confusion-matrix picture (default: 0..K-1).
+    """
+
+    default_metric = "eval/accuracy"
+    default_mode = "max"
+    progress_metric = "loss"
+    progress_unit = "cross-entropy (nats per example)"
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        num_classes: int = 10,
+        input_key: str = "image",
+        label_key: str = "label",
+        augment: Mapping[str, Any] | None = None,
+        normalize_mean: Sequence[float] | None = None,
+        normalize_std: Sequence[float] | None = None,
+        class_names: Sequence[str] | None = None,
+    ):
+        if num_classes < 2:
+            raise ValueError(f"task.num_classes={num_classes} must be at least 2.")
+        if (normalize_mean is None) != (normalize_std is None):
+            raise ValueError("Set both task.normalize_mean and task.normalize_std, or neither.")
+        self.model = model
+        self.num_classes = num_classes
+        self.input_key = input_key
+        self.label_key = label_key
+        self.augment = {k: v for k, v in (augment or {}).items() if v and k != "crop_mode"}  # enabled transforms
+        if self.augment.get("crop_pad"):
+            self.augment["crop_mode"] = (augment or {}).get("crop_mode", "reflect")
+        self.normalize_mean = None if normalize_mean is None else tuple(normalize_mean)
+        self.normalize_std = None if normalize_std is None else tuple(normalize_std)
+        self.class_names = tuple(class_names) if class_names else tuple(str(k) for k in range(num_classes))
+
+    def inputs(self, batch: Batch, key: jax.Array | None = None) -> jax.Array:
+        """Float model inputs of a batch: scaled, augmented (when `key` is given, i.e. training), normalised."""
+        x = model_inputs(batch, self.input_key)
+        if key is not None and self.augment:
+            x = augment_images(example_keys(key, batch["index"]), x, **self.augment)
+        if self.normalize_mean is not None:
+            x = normalize(x, self.normalize_mean, self.normalize_std)
+        return x
+
+    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+        """Initialises parameters (and batch statistics) for inputs shaped like `example_batch`."""
+        x = model_inputs({self.input_key: jnp.asarray(example_batch[self.input_key][:1])}, self.input_key)
+        params, batch_stats = init_variables(self.model, key, x)
+        logits, _ = apply_model(self.model, params, batch_stats, x, train=False)
+        if logits.shape[-1] != self.num_classes:
+            raise ValueError(
+                f"The model gives {logits.shape[-1]} outputs but task.num_classes={self.num_classes}; "
+                f"set model.num_outputs={self.num_classes}."
+            )
+        return TrainState.create(apply_fn=self.model.apply, params=params, tx=tx, batch_stats=batch_stats)
+
+    def loss_fn(self, params, batch_stats, batch: Batch, key: jax.Array, *, axis_name: str | None = None):
+        """Mean cross-entropy over the batch in training mode.
+
+        Returns:
+          (loss, (per-example loss [B], logits [B, K], updated batch_stats)).
+        """
+        x = self.inputs(batch, jax.random.fold_in(key, 2))
+        dropout_key = jax.random.fold_in(key, 1)
+        keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
+        logits, batch_stats = apply_model(
+            self.model, params, batch_stats, x, train=True, keys=keys, dropout_key=dropout_key, axis_name=axis_name
+        )
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[self.label_key])  # [B]
+        return loss.mean(), (loss, logits, batch_stats)
+
+    def train_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[TrainState, Metrics]:
+        """One update on the mean cross-entropy of the global batch.
+
+        Random streams (folded from `key` and the step): per-example dropout and augmentation.
+        """
+        step_key = jax.random.fold_in(key, state.step)
+        grad_fn = jax.value_and_grad(self.loss_fn, has_aux=True)
+        (_, (loss, logits, batch_stats)), grads = grad_fn(
+            state.params, state.batch_stats, batch, step_key, axis_name=axis_name
+        )
+        grads = pmean(grads, axis_name)
+        correct = (jnp.argmax(logits, -1) == batch[self.label_key]).astype(jnp.float32)
+        metrics = pmean({"loss": loss.mean(), "accuracy": correct.mean()}, axis_name)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
+
+    def logits(self, state: TrainState, x: jax.Array) -> jax.Array:
+        """Evaluation-mode logits [B, K] of float inputs `x` [B, ...] (deterministic)."""
+        out, _ = apply_model(self.model, state.params, state.batch_stats, x, train=False)
+        return out
+
+    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+        """Sums over valid examples: cross-entropy, correct predictions and the confusion matrix [K, K]
+        (rows true class, columns predicted). Deterministic; `key` is unused."""
+        del key
+        logits = self.logits(state, self.inputs(batch))
+        labels = batch[self.label_key]
+        mask = batch["mask"].astype(jnp.float32)
+        loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        predicted = jnp.argmax(logits, -1)
+        onehot_true = jax.nn.one_hot(labels, self.num_classes) * mask[:, None]  # [B, K]
+        onehot_pred = jax.nn.one_hot(predicted, self.num_classes)
+        sums = {
+            "loss_sum": jnp.sum(loss * mask),
+            "accuracy_sum": jnp.sum((predicted == labels) * mask),
+            "count": mask.sum(),
+            "confusion": onehot_true.T @ onehot_pred,  # [K, K]
+        }
+        return psum(sums, axis_name)
+
+    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """`loss` (nats per example), `accuracy` and `error` (fractions)."""
+        metrics = super().summarize_eval(totals)
+        metrics["error"] = 1.0 - metrics["accuracy"]
+        return metrics
+
+    def final_evaluation(self, evaluate, state: TrainState) -> dict[str, float]:
+        """Per-class accuracy (recall) of the final state: `eval/class_K_accuracy` and the worst class's."""
+        confusion = np.asarray(evaluate(self.eval_step)["confusion"], np.float64)
+        per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1.0)
+        metrics = {f"eval/class_{k}_accuracy": float(a) for k, a in enumerate(per_class)}
+        metrics["eval/worst_class_accuracy"] = float(per_class.min())
+        return metrics
+
+    def write_artifacts(
+        self, state: TrainState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """Writes `confusion_matrix.png`: the eval split's confusion matrix of the current state."""
+        from jaxdl.viz.confusion import plot_confusion
+
+        confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
+        n = len(eval_arrays[self.label_key])
+        for start in range(0, n, 1000):
+            batch = {self.input_key: eval_arrays[self.input_key][start : start + 1000]}
+            predicted = np.asarray(_predict(self, state.params, state.batch_stats, batch))
+            np.add.at(confusion, (eval_arrays[self.label_key][start : start + 1000], predicted), 1)
+        plot_confusion(confusion, self.class_names, run_dir / "confusion_matrix.png", title=f"confusion after epoch {epoch}")
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _predict(task: ClassificationTask, params, batch_stats, batch) -> jax.Array:
+    x = task.inputs(batch)
+    logits, _ = apply_model(task.model, params, batch_stats, x, train=False)
+    return jnp.argmax(logits, -1)

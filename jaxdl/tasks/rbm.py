@@ -1,0 +1,415 @@
+"""RBM objective: contrastive divergence (CD-k) and persistent CD, AIS log-likelihood.
+
+The update is the CD gradient, not the gradient of a loss (Hinton 2002,
+"Training products of experts by minimizing contrastive divergence"):
+
+  dNLL/dtheta ~= <-dF/dtheta>_model - <-dF/dtheta>_data,
+  e.g. dNLL/dW ~= mean_chains v_k p(h|v_k)^T - mean_data v_0 p(h|v_0)^T,
+
+where F is the free energy and v_k the state of a Gibbs chain after k sweeps:
+started at the data for CD-k, or continued from the previous step's chains
+for persistent CD (Tieleman 2008, "Training restricted Boltzmann machines
+using approximations to the likelihood gradient"). Hidden statistics use
+p(h|v) (Rao-Blackwellised). An L2 `weight_cost` on W is added (Hinton 2010,
+"A practical guide to training RBMs", section 10). The optimizer (SGD with
+momentum, say) is applied to this gradient as to any other.
+
+Persistent chains live in `RBMState.chains` [C, V] (replicated like the
+parameters). Chain c is advanced with its own stream fold(key, c) by the
+device that owns slice c // (C / N), and the slices are all-gathered, so the
+chains, and hence the parameters, are the same on 1 and on N devices.
+
+Metrics, in nats or per image (the eval split is binarized once, the training
+split afresh at every use as in Salakhutdinov & Murray 2008):
+  `recon_error`: squared error between v and its mean-field reconstruction
+    sigmoid(b + W sigmoid(c + v.W)), summed over pixels.
+  `pll`: pseudo-log-likelihood sum_i log p(v_i | v_-i), estimated per image
+    by V log sigmoid(F(v with bit i flipped) - F(v)) with one random i (an
+    unbiased estimate; the stream is fixed by the loop's eval key).
+  `free_energy`, `free_energy_train`, `free_energy_gap`: mean F of held-out
+    images, of `free_energy_train_examples` training images (appended to the
+    eval split, flagged `held_out = False`, and excluded from every other
+    metric) and their difference; a growing gap signals overfitting (practical
+    guide, section 6).
+Final evaluation: `test_log_prob` = mean over held-out images of
+-F(v) - log Z with log Z from AIS (`jaxdl.metrics.ais`; Salakhutdinov &
+Murray 2008), its +-3 standard-error interval, and the accuracy of a
+logistic-regression classifier on the hidden-unit probabilities beside the
+same classifier on the pixels (scikit-learn).
+
+Data: batches hold `image` uint8 [B, H, W, C] in 0..255, `label` (optional),
+`index` int32 [B] and, for evaluation, `mask` bool [B] (and `held_out`).
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdl.metrics.ais import ais_log_partition, annealing_schedule, base_rate_bias
+from jaxdl.models.rbm import (
+    RBM,
+    Params,
+    bernoulli,
+    free_energy,
+    gibbs_chain,
+    hidden_logits,
+    sufficient_statistics,
+    visible_logits,
+)
+from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.training.parallel import example_keys, pmean, psum
+from jaxdl.training.state import TrainState
+from jaxdl.viz.images import save_image_grid
+
+
+class RBMState(TrainState):
+    """TrainState plus `chains`: float32 [C, V] binary persistent chains (None for CD-k)."""
+
+    chains: Any = None
+
+
+def cd_gradient(params: Params, v_data: jax.Array, v_model: jax.Array, *, weight_cost: float = 0.0) -> Params:
+    """The CD estimate of d(-log-likelihood)/d(params), averaged over the rows.
+
+    Args:
+      params: {"W": [V, H], "b": [V], "c": [H]}.
+      v_data: [B, V] binary training vectors.
+      v_model: [C, V] binary states of the negative-phase chains.
+      weight_cost: L2 coefficient added to the W gradient (weight_cost * W).
+
+    Returns:
+      Gradient pytree shaped like `params` (descend it to raise the likelihood).
+    """
+    positive = sufficient_statistics(v_data, jax.nn.sigmoid(hidden_logits(params, v_data)))
+    negative = sufficient_statistics(v_model, jax.nn.sigmoid(hidden_logits(params, v_model)))
+    grads = jax.tree.map(lambda neg, pos: neg - pos, negative, positive)
+    grads["W"] = grads["W"] + weight_cost * params["W"]
+    return grads
+
+
+def mean_field_reconstruction(params: Params, v: jax.Array) -> jax.Array:
+    """sigmoid(b + W sigmoid(c + v.W)): [B, V] -> [B, V] probabilities."""
+    return jax.nn.sigmoid(visible_logits(params, jax.nn.sigmoid(hidden_logits(params, v))))
+
+
+def pseudo_log_likelihood(params: Params, v: jax.Array, keys: jax.Array) -> jax.Array:
+    """Stochastic pseudo-log-likelihood V log sigmoid(F(v~) - F(v)), v~ = v with one random bit flipped.
+
+    Args:
+      v: [B, V] binary.
+      keys: typed key array [B], the choice of bit per row.
+
+    Returns:
+      [B] nats, an unbiased estimate of sum_i log p(v_i | v_-i).
+    """
+    num_visible = v.shape[-1]
+    bit = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_visible))(keys)  # [B]
+    flip = jax.nn.one_hot(bit, num_visible, dtype=v.dtype)
+    flipped = v + flip - 2.0 * v * flip
+    return num_visible * jax.nn.log_sigmoid(free_energy(params, flipped) - free_energy(params, v))
+
+
+def binarize(keys: jax.Array, images: jax.Array) -> jax.Array:
+    """uint8 images [B, ...] -> binary float32 [B, V], pixel ~ Bernoulli(intensity / 255), one stream per row."""
+    probs = images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
+    return jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(jnp.float32))(keys, probs)
+
+
+def _binarize_numpy(images: np.ndarray, seed: int) -> np.ndarray:
+    """One fixed binarization of uint8 images, as uint8 0/255 (host side)."""
+    rng = np.random.default_rng(seed)
+    probs = images.astype(np.float32) / 255.0
+    return (rng.random(probs.shape, dtype=np.float32) < probs).astype(np.uint8) * 255
+
+
+class RBMTask(Task):
+    """Trains an `RBM` with CD-k or persistent CD; evaluates PLL, free-energy gap and AIS log-likelihood.
+
+    Args:
+      model: the RBM.
+      cd_steps: k, Gibbs sweeps of the negative phase per update.
+      persistent: persistent CD (chains carried across updates) instead of CD-k.
+      num_chains: C, persistent chains (divisible by the device count).
+      weight_cost: L2 coefficient on W added to its gradient.
+      binarize_train: draw binary training pixels every step; when False the
+        intensities in [0, 1] are used as v directly (not binary data).
+      eval_binarize_seed: seed of the one-off binarization of the eval split.
+      free_energy_train_examples: training images appended to the eval split
+        for the free-energy gap (0: no gap).
+      ais_runs, ais_betas: M runs and K intermediate distributions of the final
+        AIS estimate (ais_betas=0 skips it); ais_seed: its PRNG seed.
+      feature_classifier: fit logistic regression on hidden probabilities (and on
+        pixels) in the final evaluation; feature_classifier_train_examples
+        limits its training set (None: all).
+      num_sample_chains, sample_gibbs_steps: chains and Gibbs sweeps of the
+        sample picture; num_filters: hidden units shown in the filter picture.
+    """
+
+    default_metric = "eval/pll"
+    default_mode = "max"
+    progress_metric = "recon_error"
+    progress_unit = "squared reconstruction error (sum over pixels)"
+
+    def __init__(
+        self,
+        model: RBM,
+        *,
+        cd_steps: int = 1,
+        persistent: bool = False,
+        num_chains: int = 100,
+        weight_cost: float = 2e-4,
+        binarize_train: bool = True,
+        eval_binarize_seed: int = 0,
+        free_energy_train_examples: int = 1000,
+        ais_runs: int = 100,
+        ais_betas: int = 14500,
+        ais_seed: int = 0,
+        feature_classifier: bool = True,
+        feature_classifier_train_examples: int | None = None,
+        num_sample_chains: int = 64,
+        sample_gibbs_steps: int = 1000,
+        num_filters: int = 100,
+    ):
+        if cd_steps < 1:
+            raise ValueError(f"task.cd_steps={cd_steps} must be at least 1.")
+        if persistent and num_chains < 1:
+            raise ValueError(f"Persistent CD needs task.num_chains >= 1 (got {num_chains}).")
+        self.model = model
+        self.cd_steps = cd_steps
+        self.persistent = persistent
+        self.num_chains = num_chains
+        self.weight_cost = weight_cost
+        self.binarize_train = binarize_train
+        self.eval_binarize_seed = eval_binarize_seed
+        self.free_energy_train_examples = free_energy_train_examples
+        self.ais_runs = ais_runs
+        self.ais_betas = ais_betas
+        self.ais_seed = ais_seed
+        self.feature_classifier = feature_classifier
+        self.feature_classifier_train_examples = feature_classifier_train_examples
+        self.num_sample_chains = num_sample_chains
+        self.sample_gibbs_steps = sample_gibbs_steps
+        self.num_filters = num_filters
+        self._train: dict[str, np.ndarray] | None = None
+        self._eval: dict[str, np.ndarray] | None = None
+        self.pixel_means: np.ndarray | None = None
+
+    def prepare_train_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Records the pixel means (initial visible biases, AIS base rate) and keeps the split for the
+        free-energy gap and the feature classifier."""
+        self._train = arrays
+        self.pixel_means = arrays["image"].reshape(len(arrays["image"]), -1).astype(np.float64).mean(0) / 255.0
+        return arrays
+
+    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Binarizes the eval images once and appends training images flagged `held_out = False`."""
+        held = {**arrays, "image": _binarize_numpy(arrays["image"], self.eval_binarize_seed)}
+        held["held_out"] = np.ones(len(held["image"]), bool)
+        self._eval = held
+        n = min(self.free_energy_train_examples, len(self._train["image"])) if self._train is not None else 0
+        if n == 0:
+            return held
+        extra = {k: self._train[k][:n] for k in held if k in self._train}
+        extra["image"] = _binarize_numpy(extra["image"], self.eval_binarize_seed + 1)
+        extra["held_out"] = np.zeros(n, bool)
+        if set(extra) != set(held):
+            raise KeyError(f"Train and eval splits have different features: {sorted(extra)} vs {sorted(held)}.")
+        return {k: np.concatenate([held[k], extra[k]]) for k in held}
+
+    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> RBMState:
+        """Initialises W ~ N(0, init_scale^2), c = 0 and b = log-odds of the training pixel means
+        (0 when `prepare_train_split` has not run); PCD chains start from that base-rate distribution."""
+        x = jnp.zeros((1, int(np.prod(example_batch["image"].shape[1:]))), jnp.float32)
+        params = dict(self.model.init({"params": jax.random.fold_in(key, 0)}, x)["params"])
+        if self.pixel_means is not None:
+            params["b"] = jnp.asarray(base_rate_bias(self.pixel_means, len(self._train["image"])))
+        chains = None
+        if self.persistent:
+            logits = jnp.broadcast_to(params["b"], (self.num_chains, x.shape[1]))
+            chains = bernoulli(jax.random.fold_in(key, 1), logits)
+        return RBMState.create(apply_fn=self.model.apply, params=params, tx=tx, chains=chains)
+
+    def _negative_phase(self, state: RBMState, v0: jax.Array, index: jax.Array, key: jax.Array, axis_name):
+        """Returns (v_k [B or C / N, V], new chains or None)."""
+        if not self.persistent:
+            vk, _ = gibbs_chain(state.params, v0, example_keys(key, index), self.cd_steps)
+            return vk, None
+        devices = 1 if axis_name is None else jax.lax.axis_size(axis_name)
+        if self.num_chains % devices:
+            raise ValueError(f"task.num_chains={self.num_chains} must be divisible by the {devices} devices.")
+        per_device = self.num_chains // devices
+        first = 0 if axis_name is None else jax.lax.axis_index(axis_name) * per_device
+        local = jax.lax.dynamic_slice_in_dim(state.chains, first, per_device)
+        chain_ids = first + jnp.arange(per_device, dtype=jnp.int32)
+        vk, _ = gibbs_chain(state.params, local, example_keys(key, chain_ids), self.cd_steps)
+        chains = vk if axis_name is None else jax.lax.all_gather(vk, axis_name, tiled=True)
+        return vk, chains
+
+    def _data(self, batch: Batch, key: jax.Array) -> jax.Array:
+        if self.binarize_train:
+            return binarize(example_keys(key, batch["index"]), batch["image"])
+        return batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
+
+    def train_step(
+        self, state: RBMState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[RBMState, Metrics]:
+        """One update along the CD-k (or PCD-k) gradient of the global batch.
+
+        Random streams (folded from `key` and the step): `binarize` per
+        example, `gibbs` per example (CD) or per chain (PCD).
+        """
+        step_key = jax.random.fold_in(key, state.step)
+        v0 = self._data(batch, jax.random.fold_in(step_key, 0))  # [B, V]
+        vk, chains = self._negative_phase(state, v0, batch["index"], jax.random.fold_in(step_key, 1), axis_name)
+        grads = pmean(cd_gradient(state.params, v0, vk, weight_cost=self.weight_cost), axis_name)
+        recon = jnp.square(v0 - mean_field_reconstruction(state.params, v0)).sum(-1)
+        metrics = pmean({"recon_error": recon.mean(), "free_energy": free_energy(state.params, v0).mean()}, axis_name)
+        metrics["grad_norm"] = optax.tree.norm(grads)
+        new_state = state.apply_gradients(grads=grads)
+        if self.persistent:
+            new_state = new_state.replace(chains=chains)
+        return new_state, metrics
+
+    def eval_step(self, state: RBMState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+        """Sums of reconstruction error, PLL and free energy over held-out rows, and of the free energy
+        over the appended training rows (deterministic given `key`)."""
+        v = batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
+        mask = batch["mask"].astype(jnp.float32)
+        held = batch["held_out"].astype(jnp.float32) if "held_out" in batch else jnp.ones_like(mask)
+        held_mask, train_mask = mask * held, mask * (1.0 - held)
+        recon = jnp.square(v - mean_field_reconstruction(state.params, v)).sum(-1)
+        pll = pseudo_log_likelihood(state.params, v, example_keys(key, batch["index"]))
+        energy = free_energy(state.params, v)
+        sums = {
+            "count": held_mask.sum(),
+            "recon_error_sum": jnp.sum(recon * held_mask),
+            "pll_sum": jnp.sum(pll * held_mask),
+            "free_energy_sum": jnp.sum(energy * held_mask),
+            "train_count": train_mask.sum(),
+            "free_energy_train_sum": jnp.sum(energy * train_mask),
+        }
+        return psum(sums, axis_name)
+
+    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Held-out means of recon_error, pll (nats) and free_energy; the training rows' mean free energy
+        and the gap."""
+        count = float(totals["count"])
+        metrics = {k: float(totals[f"{k}_sum"]) / count for k in ("recon_error", "pll", "free_energy")}
+        train_count = float(totals["train_count"])
+        if train_count:
+            metrics["free_energy_train"] = float(totals["free_energy_train_sum"]) / train_count
+            metrics["free_energy_gap"] = metrics["free_energy"] - metrics["free_energy_train"]
+        return metrics
+
+    def final_eval_step(self, state: RBMState, batch: Batch, key: jax.Array, *, axis_name: str | None = None):
+        """Sum of -F(v) over held-out rows (for log p(v) = -F(v) - log Z)."""
+        del key
+        v = batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
+        mask = batch["mask"].astype(jnp.float32)
+        if "held_out" in batch:
+            mask = mask * batch["held_out"].astype(jnp.float32)
+        sums = {"count": mask.sum(), "neg_free_energy_sum": -jnp.sum(free_energy(state.params, v) * mask)}
+        return psum(sums, axis_name)
+
+    def log_partition(self, params: Params) -> dict[str, float]:
+        """AIS estimate of log Z (nats) and its +-3 standard-error interval; base rate from the training pixels."""
+        if self.pixel_means is not None:
+            base = base_rate_bias(self.pixel_means, len(self._train["image"]))
+        else:
+            base = np.zeros(params["W"].shape[0], np.float32)
+        betas = jnp.asarray(annealing_schedule(self.ais_betas))
+        result = _ais(jax.random.key(self.ais_seed), params, jnp.asarray(base), betas, self.ais_runs)
+        log_w = np.asarray(result.log_weights, np.float64)
+        weights = np.exp(log_w - log_w.max())
+        return {
+            "ais_log_z": float(result.log_z),
+            "ais_log_z_low": float(result.log_z_low),
+            "ais_log_z_high": float(result.log_z_high),
+            "ais_effective_runs": float(weights.sum() ** 2 / np.square(weights).sum()),
+        }
+
+    def final_evaluation(self, evaluate, state: RBMState) -> dict[str, float]:
+        """`eval/test_log_prob` by AIS (nats, with `_low`/`_high` from the log Z interval) and the
+        hidden-feature classifier's accuracy beside the pixel classifier's."""
+        metrics: dict[str, float] = {}
+        if self.ais_betas:
+            totals = evaluate(self.final_eval_step)
+            mean_neg_f = float(totals["neg_free_energy_sum"]) / float(totals["count"])
+            z = self.log_partition(state.params)
+            metrics.update({f"eval/{k}": v for k, v in z.items()})
+            metrics["eval/test_log_prob"] = mean_neg_f - z["ais_log_z"]
+            metrics["eval/test_log_prob_low"] = mean_neg_f - z["ais_log_z_high"]
+            metrics["eval/test_log_prob_high"] = mean_neg_f - z["ais_log_z_low"]
+        if self.feature_classifier and self._train is not None and self._eval is not None and "label" in self._train:
+            metrics.update(self._classifier_accuracies(state.params))
+        return metrics
+
+    def _classifier_accuracies(self, params: Params) -> dict[str, float]:
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+        from sklearn.pipeline import make_pipeline
+
+        train = {k: v[: self.feature_classifier_train_examples] for k, v in self._train.items()}
+        v_train = _binarize_numpy(train["image"], self.eval_binarize_seed + 2).reshape(len(train["image"]), -1) / 255
+        v_test = self._eval["image"].reshape(len(self._eval["image"]), -1) / 255
+        metrics = {}
+        for name, (x_train, x_test) in {
+            "feature": (_hidden_probs(params, v_train), _hidden_probs(params, v_test)),
+            "pixel": (v_train.astype(np.float32), v_test.astype(np.float32)),
+        }.items():
+            classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200, C=0.1))
+            classifier.fit(x_train, train["label"])
+            metrics[f"eval/{name}_classifier_accuracy"] = float(classifier.score(x_test, self._eval["label"]))
+        return metrics
+
+    def write_artifacts(
+        self, state: RBMState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """Writes `samples/epoch_NNN.png` (p(v|h) after `sample_gibbs_steps` sweeps of chains started from
+        the base rate, the same draws every epoch) and `filters/epoch_NNN.png` (the first hidden units'
+        weights, each scaled to [0, 1])."""
+        shape = eval_arrays["image"].shape[1:]
+        samples = _long_chains(state.params, self.num_sample_chains, self.sample_gibbs_steps)
+        save_image_grid(run_dir / "samples" / f"epoch_{epoch:03d}.png", np.asarray(samples).reshape(-1, *shape))
+        w = np.asarray(state.params["W"][:, : self.num_filters]).T  # [F, V]
+        lo, hi = w.min(1, keepdims=True), w.max(1, keepdims=True)
+        filters = (w - lo) / np.maximum(hi - lo, 1e-12)
+        save_image_grid(run_dir / "filters" / f"epoch_{epoch:03d}.png", filters.reshape(-1, *shape))
+
+
+@functools.partial(jax.jit, static_argnums=4)
+def _ais(key, params, base, betas, runs):
+    return ais_log_partition(key, params, base, betas, num_runs=runs)
+
+
+@jax.jit
+def _hidden_probs_chunk(params, v):
+    return jax.nn.sigmoid(hidden_logits(params, v))
+
+
+def _hidden_probs(params: Params, v: np.ndarray, chunk: int = 2000) -> np.ndarray:
+    """p(h = 1 | v) [N, H] float32 for binary v [N, V], `chunk` rows at a time on one device."""
+    out = []
+    for start in range(0, len(v), chunk):
+        part = v[start : start + chunk].astype(np.float32)
+        padded = np.concatenate([part, np.zeros((chunk - len(part), part.shape[1]), np.float32)])
+        out.append(np.asarray(_hidden_probs_chunk(params, jnp.asarray(padded)))[: len(part)])
+    return np.concatenate(out)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _long_chains(params: Params, num_chains: int, steps: int) -> jax.Array:
+    """p(v = 1 | h) [num_chains, V] after `steps` Gibbs sweeps from v ~ Bernoulli(sigmoid(b)), key 0."""
+    key = jax.random.key(0)
+    v0 = bernoulli(jax.random.fold_in(key, 0), jnp.broadcast_to(params["b"], (num_chains, params["b"].shape[0])))
+    v, _ = gibbs_chain(params, v0, jax.random.fold_in(key, 1), steps)
+    h = bernoulli(jax.random.fold_in(key, 2), hidden_logits(params, v))
+    return jax.nn.sigmoid(visible_logits(params, h))
