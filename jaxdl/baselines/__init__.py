@@ -1,0 +1,1 @@
+"""Classical detectors that are not neural networks, scored by the same evaluation code (`jaxdl.metrics.anomaly`)."""

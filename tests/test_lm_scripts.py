@@ -1,0 +1,100 @@
+"""scripts.sample and scripts.detect on tiny runs written here (config + checkpoint), no training."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments.config import register
+from jaxdl.experiment import build_model, build_task
+from jaxdl.runs import load_settings, restore
+from jaxdl.training import optim
+from jaxdl.training.checkpoint import Checkpointer
+from scripts import detect, sample
+
+CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
+register()
+
+
+def make_run(run: pathlib.Path, overrides: list[str], example: dict) -> None:
+    """Writes the composed config and an initial checkpoint, as a finished run would have them."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    settings = load_settings(run)
+    model = dict(settings["model"])
+    task = build_task(settings["task"]["name"], build_model(model.pop("name"), **model),
+                      **{k: v for k, v in settings["task"].items() if k != "name"})
+    opt = dict(settings["optimizer"])
+    schedule = dict(opt.pop("schedule"))
+    tx = optim.make_optimizer(opt.pop("name"), optim.make_schedule(schedule.pop("name"), opt.pop("learning_rate"),
+                              total_steps=10**6, steps_per_epoch=1,
+                              **{k: v for k, v in schedule.items() if k != "boundaries_epochs"}), **opt)
+    state = task.init_state(jax.random.key(0), tx, example)
+    checkpointer = Checkpointer(run / "checkpoints")
+    checkpointer.save(0, state, meta={}, metrics={})
+    checkpointer.close()
+
+
+@pytest.fixture
+def text_run(tmp_path):
+    run = tmp_path / "text_run"
+    make_run(run, ["experiment=shakespeare_char_cpu", "model.num_layers=1", "model.num_heads=2",
+                   "model.embed_dim=16", "data.seq_len=16"], {"tokens": np.zeros((1, 16), np.int32)})
+    return run
+
+
+def test_sample_is_reproducible_from_its_seed(text_run, capsys):
+    args = ["--run", str(text_run), "--prompt", "ROMEO:", "--max-new-tokens", "20", "--seed", "3"]
+    assert sample.main(args) == 0
+    first = capsys.readouterr().out
+    assert sample.main(args) == 0
+    assert capsys.readouterr().out == first and first.startswith("ROMEO:") and len(first.rstrip("\n")) >= 26
+    assert sample.main(args[:-1] + ["4"]) == 0
+    assert capsys.readouterr().out != first
+
+
+def test_sample_refuses_characters_outside_the_vocabulary(text_run, capsys):
+    assert sample.main(["--run", str(text_run), "--prompt", "naïve"]) == 2
+    assert "not in the 65-character vocabulary" in capsys.readouterr().err
+
+
+def test_restore_needs_a_run_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="finished `experiments.run` run"):
+        restore(tmp_path, {"tokens": np.zeros((1, 4), np.int32)})
+
+
+@pytest.fixture
+def trace_run(tmp_path):
+    run = tmp_path / "trace_run"
+    make_run(run, ["model=lstm", "model.hidden_dim=8", "model.embed_dim=4", "data.seq_len=10", "data.eval_context=2"],
+             {"tokens": np.zeros((1, 10), np.int32)})
+    (run / "anomaly.json").write_text(json.dumps({"step": 0, "score": "mean", "threshold": 5.8}))
+    return run
+
+
+def test_detect_prints_scores_and_flags(trace_run, tmp_path, capsys):
+    normal = tmp_path / "normal.txt"
+    normal.write_text("6 6 63 6 42 120 6 195 120 6 6 114 114 1 1 252 252 252 1 1\n")
+    assert detect.main(["--run", str(trace_run), str(normal), "--threshold", "0.0"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("# run") and lines[1].split("\t")[:2] == ["file", "calls"]
+    path, calls, mean, worst, flagged = lines[2].split("\t")
+    assert path == str(normal) and calls == "20" and float(mean) > 0 and flagged == "1"
+    assert abs(float(mean) - np.log(341)) < 0.5  # an untrained model is near uniform over 341 tokens
+
+
+def test_detect_names_the_file_and_line_of_a_malformed_trace(trace_run, tmp_path, capsys):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1 2 3\n4 five 6\n")
+    assert detect.main(["--run", str(trace_run), str(bad)]) == 2
+    assert f"{bad}, line 2: 'five' is not a system-call number" in capsys.readouterr().err
+    big = tmp_path / "big.txt"
+    big.write_text("1 2 999\n")
+    assert detect.main(["--run", str(trace_run), str(big)]) == 2
+    assert "line 1: system call 999 is outside the model's vocabulary 0..340" in capsys.readouterr().err
