@@ -11,11 +11,14 @@ import pytest
 
 from tests.conftest import REPO
 
-SMOKE = ["model=vae", "debug=smoke", "trainer.progress=false", "task.iw_samples=100"]
+SMOKE = ["model=vae", "debug=smoke", "trainer.progress=false", "task.iw_samples=50"]
+# The CNN with every random stream a resumed run must repeat: augmentation and dropout.
+CNN_SMOKE = ["model=cnn", "data=mnist", "debug=smoke", "trainer.progress=false", "model.dropout_rate=0.3",
+             "task.augment.crop_pad=2", "task.augment.flip=true", "task.augment.cutout_size=4"]
 
 
-def command(run_dir, data_dir, *extra):
-    return [sys.executable, "-m", "experiments.run", *SMOKE, f"hydra.run.dir={run_dir}", f"data.data_dir={data_dir}", *extra]
+def command(run_dir, data_dir, *extra, base=SMOKE):
+    return [sys.executable, "-m", "experiments.run", *base, f"hydra.run.dir={run_dir}", f"data.data_dir={data_dir}", *extra]
 
 
 def environment(raw_dir):
@@ -41,14 +44,16 @@ def test_main_command_writes_every_artifact(tmp_path, mnist_data_dir, mnist_raw_
     assert results["wall_time_s"] > 0 and results["first_step_s"] > 0
 
 
-def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, mnist_data_dir, mnist_raw_dir):
+@pytest.mark.parametrize("base", [SMOKE, CNN_SMOKE], ids=["vae", "cnn"])
+def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, mnist_data_dir, mnist_raw_dir, base):
     env = environment(mnist_raw_dir)
     extra = ["trainer.checkpoint_every_steps=3", "trainer.epochs=3"]
     straight = tmp_path / "straight"
-    subprocess.run(command(straight, mnist_data_dir, *extra), cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(command(straight, mnist_data_dir, *extra, base=base), cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)
 
     resumed = tmp_path / "resumed"
-    process = subprocess.Popen(command(resumed, mnist_data_dir, *extra), cwd=REPO, env=env,
+    process = subprocess.Popen(command(resumed, mnist_data_dir, *extra, base=base), cwd=REPO, env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and process.poll() is None:
@@ -62,7 +67,8 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, mnist_data_dir, 
     process.wait()
     assert not (resumed / "results.json").exists()
 
-    subprocess.run(command(resumed, mnist_data_dir, *extra), cwd=REPO, env=env, check=True, capture_output=True, timeout=600)
+    subprocess.run(command(resumed, mnist_data_dir, *extra, base=base), cwd=REPO, env=env, check=True,
+                   capture_output=True, timeout=600)
     a = json.loads((straight / "results.json").read_text())
     b = json.loads((resumed / "results.json").read_text())
     assert b["resumed_from"] is not None and b["resumed_from"] >= 6

@@ -2,10 +2,22 @@
 
 import flax.linen as nn
 
+from jaxdl.models.cnn import CNN
+from jaxdl.models.autoencoder import Autoencoder
+from jaxdl.models.mlp import MLP
+from jaxdl.models.rbm import RBM
+from jaxdl.models.rnn import RNNLM
+from jaxdl.models.transformer import Transformer
 from jaxdl.models.vae import VAE
 
 MODELS: dict[str, type[nn.Module]] = {
     "vae": VAE,
+    "cnn": CNN,
+    "mlp": MLP,
+    "autoencoder": Autoencoder,
+    "rbm": RBM,
+    "transformer": Transformer,
+    "rnn": RNNLM,
 }
 
-__all__ = ["MODELS", "VAE"]
+__all__ = ["CNN", "MODELS", "MLP", "RBM", "Autoencoder", "RNNLM", "Transformer", "VAE"]

@@ -1,0 +1,120 @@
+"""Convolutional classifier: blocks of conv layers and pooling, then a dense head.
+
+The default is the classic Keras CNN for CIFAR-10 (Chollet, "Deep Learning
+with Python"; the project's reference job): Conv2D(16, 2x2, relu), MaxPool 2x2,
+Conv2D(32, 2x2, relu), MaxPool 2x2, Flatten, Dense(100, relu), Dense(10)
+with softmax in the loss. With `convs_per_block=2`, 3x3 "SAME" convolutions,
+batch norm and dropout the same module is a VGG-style network (Simonyan &
+Zisserman 2015, arXiv:1409.1556).
+
+Dropout masks come from one PRNG stream per example (`example_keys`), so a
+step is the same on 1 device or on N; batch norm averages statistics over
+`axis_name` when a task sets it.
+
+Shapes:
+  B batch, H W C image, K classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdl.models.layers import activation_fn
+from jaxdl.models.mlp import ExampleDropout, layer_keys
+
+Dtype = Any
+
+
+class CNN(nn.Module):
+    """[(Conv -> (BatchNorm) -> act) x convs_per_block -> pool -> (Dropout)] per entry of `channels`,
+    then [Dense -> act -> (Dropout)] per entry of `dense_dims`, then Dense(num_outputs).
+
+    Attributes:
+      channels: output channels of each block's convolutions.
+      convs_per_block: convolutions per block.
+      kernel_size: square kernel width, pixels.
+      padding: "VALID" (Keras's default) or "SAME".
+      pool: "max", "avg" or "none" after each block; pool_size: its window and stride, pixels.
+      batch_norm: normalise every convolution's output (the convolution then has no bias).
+      batch_norm_momentum: running-average decay of the batch statistics.
+      conv_dropout_rate: dropout after each block; dropout_rate: after each hidden dense layer.
+      dense_dims: hidden dense widths of the head.
+      num_outputs: K.
+      activation: nonlinearity name.
+      axis_name: mapped axis for batch statistics (None: local batch); set by tasks.
+      dtype: compute dtype; param_dtype: storage dtype of the parameters.
+    """
+
+    channels: Sequence[int] = (16, 32)
+    convs_per_block: int = 1
+    kernel_size: int = 2
+    padding: str = "VALID"
+    pool: str = "max"
+    pool_size: int = 2
+    batch_norm: bool = False
+    batch_norm_momentum: float = 0.9
+    conv_dropout_rate: float = 0.0
+    dropout_rate: float = 0.0
+    dense_dims: Sequence[int] = (100,)
+    num_outputs: int = 10
+    activation: str = "relu"
+    axis_name: str | None = None
+    dtype: Dtype = jnp.float32
+    param_dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
+        """Maps images to class logits.
+
+        Args:
+          x: [B, H, W, C] float images (NHWC).
+          train: batch statistics and dropout on; evaluation is deterministic.
+          example_keys: typed key array [B], each example's dropout stream
+            (needed only when training with dropout).
+
+        Returns:
+          [B, K] float32 logits.
+
+        Raises:
+          ValueError: an unknown pooling name, or an image too small for the blocks.
+        """
+        if self.pool not in ("max", "avg", "none"):
+            raise ValueError(f"model.pool={self.pool!r}; choose max, avg or none.")
+        act = activation_fn(self.activation)
+        common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        h = x.astype(self.dtype)
+        layer = 0
+        for width in self.channels:
+            for _ in range(self.convs_per_block):
+                h = nn.Conv(width, (self.kernel_size,) * 2, padding=self.padding, use_bias=not self.batch_norm, **common)(h)
+                if self.batch_norm:
+                    h = nn.BatchNorm(
+                        use_running_average=not train,
+                        momentum=self.batch_norm_momentum,
+                        axis_name=self.axis_name if train else None,
+                        **common,
+                    )(h)
+                h = act(h)
+            if self.pool != "none":
+                if min(h.shape[1:3]) < self.pool_size:
+                    raise ValueError(f"Feature map {h.shape[1:3]} is smaller than the {self.pool_size}-pixel pool; use fewer blocks.")
+                window = (self.pool_size,) * 2
+                pool = nn.max_pool if self.pool == "max" else nn.avg_pool
+                h = pool(h, window, strides=window)  # H, W shrink by pool_size
+            if self.conv_dropout_rate > 0.0:
+                keys = None if example_keys is None else layer_keys(example_keys, layer)
+                h = ExampleDropout(self.conv_dropout_rate)(h, keys, deterministic=not train)
+            layer += 1
+        h = h.reshape(h.shape[0], -1)  # [B, H' * W' * C']
+        for width in self.dense_dims:
+            h = act(nn.Dense(width, **common)(h))
+            if self.dropout_rate > 0.0:
+                keys = None if example_keys is None else layer_keys(example_keys, layer)
+                h = ExampleDropout(self.dropout_rate)(h, keys, deterministic=not train)
+            layer += 1
+        return nn.Dense(self.num_outputs, name="output", **common)(h).astype(jnp.float32)  # [B, K]

@@ -1,0 +1,36 @@
+"""CNN: the classic Keras network's size and a VGG-style variant in training mode."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxdl.models.cnn import CNN
+
+
+def test_default_is_the_keras_cnn_with_its_parameter_count():
+    x = jnp.zeros((2, 32, 32, 3))
+    variables = CNN().init(jax.random.key(0), x, train=False)
+    # conv 2x2x3x16+16, conv 2x2x16x32+32, dense (7*7*32)x100+100, dense 100x10+10
+    assert sum(p.size for p in jax.tree.leaves(variables)) == 208 + 2080 + 156_900 + 1_010
+    logits = CNN().apply(variables, x, train=False)
+    assert logits.shape == (2, 10) and logits.dtype == jnp.float32
+
+
+def test_vgg_style_variant_trains_with_batch_norm_and_dropout():
+    model = CNN(channels=(8, 16), convs_per_block=2, kernel_size=3, padding="SAME", batch_norm=True,
+                conv_dropout_rate=0.2, dropout_rate=0.5, dense_dims=(32,))
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 3))
+    variables = model.init(jax.random.key(1), x, train=False)
+    keys = jax.random.split(jax.random.key(2), 4)
+    logits, updates = model.apply(variables, x, train=True, example_keys=keys, mutable=["batch_stats"])
+    assert logits.shape == (4, 10)
+    assert not np.allclose(updates["batch_stats"]["BatchNorm_0"]["mean"], 0.0)
+    again = model.apply(variables, x, train=True, example_keys=keys, mutable=["batch_stats"])[0]
+    np.testing.assert_array_equal(logits, again)  # dropout is a function of the keys
+    np.testing.assert_array_equal(model.apply(variables, x, train=False), model.apply(variables, x, train=False))
+
+
+def test_too_many_pooling_blocks_name_the_fix():
+    with pytest.raises(ValueError, match="fewer blocks"):
+        CNN(channels=(4,) * 6).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
