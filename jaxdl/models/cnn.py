@@ -24,8 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import activation_fn
-from jaxdl.models.mlp import ExampleDropout, layer_keys
+from jaxdl.models.layers import ExampleDropout, activation_fn, layer_keys
 
 Dtype = Any
 

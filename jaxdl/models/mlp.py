@@ -24,44 +24,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import activation_fn
+from jaxdl.models.layers import ExampleDropout, activation_fn, layer_keys
 
 Dtype = Any
-
-
-def layer_keys(keys: jax.Array, layer: int) -> jax.Array:
-    """Folds a layer number into each example's key: typed keys [B] -> [B]."""
-    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, layer)
-
-
-class ExampleDropout(nn.Module):
-    """Inverted dropout whose mask comes from one PRNG stream per example.
-
-    Attributes:
-      rate: probability of zeroing a unit, in [0, 1).
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array, keys: jax.Array | None, *, deterministic: bool) -> jax.Array:
-        """x [B, ...] -> x with units zeroed with probability `rate` and the rest scaled by 1 / (1 - rate).
-
-        Args:
-          x: activations [B, ...].
-          keys: typed key array [B], one stream per example (unused when deterministic).
-          deterministic: identity when True (evaluation).
-
-        Raises:
-          ValueError: training with dropout and no keys.
-        """
-        if deterministic or self.rate == 0.0:
-            return x
-        if keys is None:
-            raise ValueError("Dropout in training needs per-example keys: call the model with example_keys=[B] keys.")
-        keep = 1.0 - self.rate
-        mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)  # [B, ...]
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 class MLP(nn.Module):
