@@ -9,8 +9,8 @@ from corrupted ones (the corruption lives in `jaxdl.tasks.autoencoder`).
 Deviations from Hinton & Salakhutdinov: no RBM pretraining (trained end to
 end with Adam) and ReLU hidden units by default.
 
-The decoders are the VAE's (`jaxdl.models.vae.MLPDecoder`, `ConvDecoder`):
-both map a code to Bernoulli logits of the pixels.
+Encoder and decoder are the VAE's (`jaxdl.models.vae.image_coders`) with one
+linear `code` head instead of `mu` and `logvar`.
 
 Shapes:
   B batch, H W C image (28 28 1 for MNIST), D = H*W*C, Z code width.
@@ -25,8 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import activation_fn
-from jaxdl.models.vae import ConvDecoder, MLPDecoder
+from jaxdl.models.vae import image_coders
 
 Dtype = Any
 
@@ -42,43 +41,6 @@ class AutoencoderOutput(NamedTuple):
 
     recon_logits: jax.Array
     code: jax.Array
-
-
-class MLPCodeEncoder(nn.Module):
-    """x [B, H, W, C] -> code [B, Z]: dense hidden layers, then a linear code layer."""
-
-    hidden_dims: Sequence[int]
-    code_dim: int
-    activation: str = "relu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = activation_fn(self.activation)
-        h = x.reshape(x.shape[0], -1).astype(self.dtype)  # [B, D]
-        for width in self.hidden_dims:
-            h = act(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(h))
-        return nn.Dense(self.code_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="code")(h)  # [B, Z]
-
-
-class ConvCodeEncoder(nn.Module):
-    """x [B, H, W, C] -> code [B, Z]: stride-2 3x3 convolutions, then a linear code layer."""
-
-    channels: Sequence[int]
-    code_dim: int
-    activation: str = "relu"
-    dtype: Dtype = jnp.float32
-    param_dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        act = activation_fn(self.activation)
-        h = x.astype(self.dtype)
-        for c in self.channels:
-            h = act(nn.Conv(c, (3, 3), strides=2, dtype=self.dtype, param_dtype=self.param_dtype)(h))  # H, W halve
-        h = h.reshape(h.shape[0], -1)
-        return nn.Dense(self.code_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="code")(h)  # [B, Z]
 
 
 class Autoencoder(nn.Module):
@@ -106,19 +68,14 @@ class Autoencoder(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        common = dict(activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype)
-        if self.architecture == "mlp":
-            self.encoder = MLPCodeEncoder(self.hidden_dims, self.code_dim, **common)
-            self.decoder = MLPDecoder(tuple(reversed(self.hidden_dims)), self.image_shape, **common)
-        elif self.architecture == "conv":
-            self.encoder = ConvCodeEncoder(self.channels, self.code_dim, **common)
-            self.decoder = ConvDecoder(tuple(reversed(self.channels)), self.image_shape, **common)
-        else:
-            raise ValueError(f"Unknown autoencoder architecture {self.architecture!r}; use 'mlp' or 'conv'.")
+        self.encoder, self.decoder = image_coders(
+            self.architecture, self.hidden_dims, self.channels, self.code_dim, ("code",), self.image_shape,
+            activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype, owner="autoencoder")
 
     def encode(self, x: jax.Array) -> jax.Array:
         """x [B, H, W, C] float in [0, 1] -> code [B, Z] float32."""
-        return self.encoder(x).astype(jnp.float32)
+        (code,) = self.encoder(x)
+        return code.astype(jnp.float32)
 
     def decode(self, code: jax.Array) -> jax.Array:
         """code [..., Z] -> reconstruction logits [..., H, W, C] float32."""

@@ -64,24 +64,35 @@ def reparameterize(key: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Arra
     return mu + jnp.exp(0.5 * logvar) * eps
 
 
+def linear_heads(h: jax.Array, heads: Sequence[str], out_dim: int, dtype: Dtype, param_dtype: Dtype) -> tuple[jax.Array, ...]:
+    """One linear layer per name in `heads` on features h [B, F]: a tuple of [B, out_dim] arrays.
+
+    Must be called inside a compact module; the layers are named after the heads.
+    """
+    return tuple(nn.Dense(out_dim, dtype=dtype, param_dtype=param_dtype, name=name)(h) for name in heads)
+
+
 class MLPEncoder(nn.Module):
-    """x [B, H, W, C] -> (mu [B, Z], logvar [B, Z]) through dense layers."""
+    """x [B, H, W, C] -> one [B, Z] array per head, through dense layers.
+
+    `heads` names the linear output layers: ("mu", "logvar") for the VAE's
+    Gaussian posterior, ("code",) for a deterministic autoencoder.
+    """
 
     hidden_dims: Sequence[int]
-    latent_dim: int
+    out_dim: int
+    heads: Sequence[str] = ("mu", "logvar")
     activation: str = "tanh"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
         act = activation_fn(self.activation)
         h = x.reshape(x.shape[0], -1).astype(self.dtype)  # [B, D]
         for width in self.hidden_dims:
             h = act(nn.Dense(width, dtype=self.dtype, param_dtype=self.param_dtype)(h))
-        mu = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mu")(h)
-        logvar = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="logvar")(h)
-        return mu, logvar
+        return linear_heads(h, self.heads, self.out_dim, self.dtype, self.param_dtype)
 
 
 class MLPDecoder(nn.Module):
@@ -107,24 +118,26 @@ class MLPDecoder(nn.Module):
 
 
 class ConvEncoder(nn.Module):
-    """x [B, H, W, C] -> (mu, logvar) [B, Z] through stride-2 3x3 convolutions."""
+    """x [B, H, W, C] -> one [B, Z] array per head, through stride-2 3x3 convolutions.
+
+    `heads` as in `MLPEncoder`.
+    """
 
     channels: Sequence[int]
-    latent_dim: int
+    out_dim: int
+    heads: Sequence[str] = ("mu", "logvar")
     activation: str = "relu"
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, ...]:
         act = activation_fn(self.activation)
         h = x.astype(self.dtype)
         for c in self.channels:
             h = act(nn.Conv(c, (3, 3), strides=2, dtype=self.dtype, param_dtype=self.param_dtype)(h))  # H, W halve
         h = h.reshape(h.shape[0], -1)
-        mu = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="mu")(h)
-        logvar = nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype, name="logvar")(h)
-        return mu, logvar
+        return linear_heads(h, self.heads, self.out_dim, self.dtype, self.param_dtype)
 
 
 class ConvDecoder(nn.Module):
@@ -156,6 +169,27 @@ class ConvDecoder(nn.Module):
         return logits.reshape(*lead, height, width, out_channels)
 
 
+def image_coders(architecture: str, hidden_dims: Sequence[int], channels: Sequence[int], out_dim: int,
+                 heads: Sequence[str], image_shape: Sequence[int], *, activation: str, dtype: Dtype,
+                 param_dtype: Dtype, owner: str) -> tuple[nn.Module, nn.Module]:
+    """An encoder to `heads` of width `out_dim` and the mirrored decoder to pixel logits.
+
+    Call from a module's `setup`. "mlp" uses `hidden_dims`, "conv" uses `channels`
+    (the decoder takes them in reverse order).
+
+    Raises:
+      ValueError: `architecture` is neither "mlp" nor "conv" (the message names `owner`).
+    """
+    common = dict(activation=activation, dtype=dtype, param_dtype=param_dtype)
+    if architecture == "mlp":
+        return (MLPEncoder(hidden_dims, out_dim, tuple(heads), **common),
+                MLPDecoder(tuple(reversed(hidden_dims)), image_shape, **common))
+    if architecture == "conv":
+        return (ConvEncoder(channels, out_dim, tuple(heads), **common),
+                ConvDecoder(tuple(reversed(channels)), image_shape, **common))
+    raise ValueError(f"Unknown {owner} architecture {architecture!r}; use 'mlp' or 'conv'.")
+
+
 class VAE(nn.Module):
     """Gaussian-latent VAE with a Bernoulli likelihood over pixels.
 
@@ -180,15 +214,9 @@ class VAE(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     def setup(self):
-        common = dict(activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype)
-        if self.architecture == "mlp":
-            self.encoder = MLPEncoder(self.hidden_dims, self.latent_dim, **common)
-            self.decoder = MLPDecoder(tuple(reversed(self.hidden_dims)), self.image_shape, **common)
-        elif self.architecture == "conv":
-            self.encoder = ConvEncoder(self.channels, self.latent_dim, **common)
-            self.decoder = ConvDecoder(tuple(reversed(self.channels)), self.image_shape, **common)
-        else:
-            raise ValueError(f"Unknown VAE architecture {self.architecture!r}; use 'mlp' or 'conv'.")
+        self.encoder, self.decoder = image_coders(
+            self.architecture, self.hidden_dims, self.channels, self.latent_dim, ("mu", "logvar"), self.image_shape,
+            activation=self.activation, dtype=self.dtype, param_dtype=self.param_dtype, owner="VAE")
 
     def encode(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x [B, H, W, C] float in [0, 1] -> (mu [B, Z], logvar [B, Z]) float32."""
