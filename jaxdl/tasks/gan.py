@@ -1,0 +1,455 @@
+"""GAN objective: alternating discriminator and generator updates with a choice of losses.
+
+Goodfellow et al. 2014, "Generative Adversarial Nets" (arXiv:1406.2661) for the
+game; the DCGAN recipe (Radford et al. 2016, arXiv:1511.06434): Adam with
+learning rate 2e-4 and beta1 0.5 for both networks, batch norm, noise
+z ~ N(0, I) (the paper draws it uniformly; a Gaussian is the common choice).
+
+Losses (`LOSSES`; D's scores are logits for the first two, raw values otherwise):
+  non_saturating (default) and minimax: Goodfellow et al. 2014, section 3;
+  least_squares: Mao et al. 2017, "Least Squares Generative Adversarial
+    Networks" (arXiv:1611.04076), eq. 2 with a = 0, b = c = 1;
+  hinge: Lim & Ye 2017, "Geometric GAN" (arXiv:1705.02894);
+  wgan_gp: Gulrajani et al. 2017, "Improved Training of Wasserstein GANs"
+    (arXiv:1704.00028), with the gradient penalty lambda * (||grad D(x_hat)|| - 1)^2
+    on random interpolates x_hat; it needs a discriminator without batch norm
+    (`model.discriminator_norm=layer`).
+
+One training step (`train_step`) makes `n_critic` discriminator updates and
+then one generator update, on the same global batch of real images (each D
+update draws fresh noise; Gulrajani et al. also draw fresh real images per
+critic update, which a step of this loop cannot). The two networks have their
+own train states (`GANState.g`, `GANState.d`: params, batch_stats, opt_state);
+`GANState.step` counts generator updates and is what the loop calls a step.
+Both are updated by the optimizer of the `optimizer` config group (DCGAN: Adam
+2e-4, beta1 0.5), each with its own optimizer state; D's step size is
+multiplied by `d_learning_rate_multiplier` (TTUR, Heusel et al. 2017, when != 1).
+
+Random streams, folded from the loop's key and the step: for D update i the
+noise `fold(step, i)` and (WGAN-GP) the interpolation weight `fold(step, i) + 1`,
+for the G update `fold(step, n_critic)`, each drawn per example from the
+example's dataset index (`example_keys`), so a step is the same on 1 and on N
+devices (batch statistics are those of the global batch).
+
+Metrics (train, means over the global batch): `d_loss`, `g_loss`,
+`d_real_accuracy` and `d_fake_accuracy` (fraction of real images scored above,
+of fakes below, the loss's decision threshold), `real_score`, `fake_score`,
+`d_grad_norm`, `g_grad_norm`, `gradient_penalty` (WGAN-GP) and `diversity`:
+the mean L2 distance between neighbouring generated images of the batch
+divided by the same distance between real images (about 1 for samples as
+varied as the data, near 0 when the generator collapses to a few modes).
+Evaluation (deterministic given the loop's key): the same quantities on the
+test images and one generated image per test image, in evaluation mode
+(running batch statistics).
+
+Images: batches hold `image` uint8 [B, H, W, C] in 0..255, scaled to [-1, 1]
+for both networks; generated images are returned to [0, 1] for pictures and
+FID. `index` int32 [B]; for evaluation `mask` bool [B].
+"""
+
+from __future__ import annotations
+
+import functools
+import pathlib
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxdl.models.gan import DCGAN
+from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.training.parallel import example_keys, pmean, psum
+from jaxdl.training.state import TrainState
+from jaxdl.viz.images import save_image_grid
+
+
+def ns_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
+    """Discriminator cross-entropy -log D(x) - log(1 - D(G(z))) (Goodfellow et al. 2014, eq. 1).
+
+    Args:
+      real, fake: [B] logits of D on real and on generated images (pairs by row).
+
+    Returns:
+      [B] float32 nats, softplus(-real) + softplus(fake); the task averages it.
+    """
+    return jax.nn.softplus(-real) + jax.nn.softplus(fake)
+
+
+def ns_g_loss(fake: jax.Array) -> jax.Array:
+    """Non-saturating generator loss -log D(G(z)) = softplus(-fake) (Goodfellow et al. 2014, section 3). [B] -> [B] nats."""
+    return jax.nn.softplus(-fake)
+
+
+def minimax_g_loss(fake: jax.Array) -> jax.Array:
+    """Minimax generator loss log(1 - D(G(z))) = -softplus(fake) (Goodfellow et al. 2014, eq. 1). [B] -> [B] nats."""
+    return -jax.nn.softplus(fake)
+
+
+def ls_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
+    """LSGAN discriminator loss 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2 (Mao et al. 2017, eq. 2, a = 0, b = 1). [B], [B] -> [B]."""
+    return 0.5 * jnp.square(real - 1.0) + 0.5 * jnp.square(fake)
+
+
+def ls_g_loss(fake: jax.Array) -> jax.Array:
+    """LSGAN generator loss 1/2 (D(G(z)) - 1)^2 (Mao et al. 2017, eq. 2, c = 1). [B] -> [B]."""
+    return 0.5 * jnp.square(fake - 1.0)
+
+
+def hinge_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
+    """Hinge discriminator loss max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017). [B], [B] -> [B]."""
+    return jax.nn.relu(1.0 - real) + jax.nn.relu(1.0 + fake)
+
+
+def wasserstein_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
+    """Critic loss D(G(z)) - D(x) (Arjovsky et al. 2017; Gulrajani et al. 2017, algorithm 1, without the penalty). [B] -> [B]."""
+    return fake - real
+
+
+def wasserstein_g_loss(fake: jax.Array) -> jax.Array:
+    """Generator loss -D(G(z)) of WGAN and of the hinge GAN (Lim & Ye 2017). [B] -> [B]."""
+    return -fake
+
+
+def gradient_penalty(score_fn: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, eps: jax.Array) -> jax.Array:
+    """(||d score / d x_hat||_2 - 1)^2 at x_hat = eps x + (1 - eps) G(z) (Gulrajani et al. 2017, eq. 3).
+
+    Args:
+      score_fn: images [B, H, W, C] -> scores [B], with no interaction
+        between examples (no batch norm), so that the gradient of the summed
+        scores holds each example's own gradient.
+      real, fake: [B, H, W, C] images.
+      eps: [B] interpolation weights in [0, 1].
+
+    Returns:
+      [B] float32 penalties (multiply by lambda and average).
+    """
+    eps = eps.reshape(-1, *([1] * (real.ndim - 1)))
+    x_hat = eps * real + (1.0 - eps) * fake
+    grads = jax.grad(lambda x: score_fn(x).sum())(x_hat)  # [B, H, W, C]
+    norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1) + 1e-12)
+    return jnp.square(norms - 1.0)
+
+
+class GANLoss(NamedTuple):
+    """A loss of the GAN game: per-example D and G losses and D's decision threshold on its scores."""
+
+    d_loss: Callable[[jax.Array, jax.Array], jax.Array]
+    g_loss: Callable[[jax.Array], jax.Array]
+    threshold: float
+
+
+LOSSES: dict[str, GANLoss] = {
+    "non_saturating": GANLoss(ns_d_loss, ns_g_loss, 0.0),
+    "minimax": GANLoss(ns_d_loss, minimax_g_loss, 0.0),
+    "least_squares": GANLoss(ls_d_loss, ls_g_loss, 0.5),
+    "hinge": GANLoss(hinge_d_loss, wasserstein_g_loss, 0.0),
+    "wgan_gp": GANLoss(wasserstein_d_loss, wasserstein_g_loss, 0.0),
+}
+
+
+def neighbour_distance(images: jax.Array, weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    """Sum of L2 distances between each image and the next one in the batch, and the number of pairs.
+
+    Args:
+      images: [B, H, W, C] float.
+      weights: [B] 0/1 validity (None: all valid); a pair counts when both are valid.
+
+    Returns:
+      (distance sum, pair count): float32 scalars. Their ratio falls towards 0
+      when a generator repeats itself (mode collapse).
+    """
+    flat = images.reshape(images.shape[0], -1)
+    dist = jnp.sqrt(jnp.sum(jnp.square(flat - jnp.roll(flat, 1, axis=0)), axis=-1) + 1e-12)  # [B]
+    w = jnp.ones(flat.shape[0]) if weights is None else weights * jnp.roll(weights, 1)
+    return jnp.sum(dist * w), jnp.sum(w)
+
+
+class GANState(flax.struct.PyTreeNode):
+    """The state of both players.
+
+    Attributes:
+      step: int32 scalar, generator updates so far (the loop's step).
+      g: the generator's TrainState (params, batch_stats, opt_state, own step).
+      d: the discriminator's TrainState (its step counts D updates).
+    """
+
+    step: jax.Array
+    g: TrainState
+    d: TrainState
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """Both networks' parameters, {"generator": ..., "discriminator": ...}."""
+        return {"generator": self.g.params, "discriminator": self.d.params}
+
+
+def _variables(name: str, params: Any, batch_stats: Any) -> dict[str, Any]:
+    variables = {"params": {name: params}}
+    if batch_stats is not None:
+        variables["batch_stats"] = {name: batch_stats}
+    return variables
+
+
+def to_unit_range(images: jax.Array) -> jax.Array:
+    """Generator images in [-1, 1] -> pixel intensities in [0, 1] (the scale of the classifier and pictures)."""
+    return jnp.clip((images + 1.0) * 0.5, 0.0, 1.0)
+
+
+class GANTask(Task):
+    """Trains a `DCGAN` by alternating discriminator and generator updates.
+
+    Args:
+      model: the DCGAN module.
+      loss: a key of `LOSSES`.
+      n_critic: discriminator updates per generator update.
+      gp_weight: lambda of the WGAN-GP gradient penalty (paper: 10).
+      d_learning_rate_multiplier: D's step size relative to G's (1: equal, as in DCGAN).
+      num_sample_images: images in `samples/epoch_NNN.png`, drawn from the same
+        noise (seed `sample_seed`) every epoch.
+      fid_classifier: folder of a finished classification run on the same
+        dataset; when set, the final evaluation reports `eval/fid` of
+        `fid_samples` generated images against the evaluation split on its
+        penultimate-layer features (`jaxdl.metrics.fid`), with the classifier's
+        checkpoint and test accuracy. None: no FID in the run (use `scripts.fid`).
+      fid_samples: generated images for that FID.
+    """
+
+    default_metric = "eval/diversity"
+    default_mode = "max"
+    progress_metric = "d_loss"
+    progress_unit = "discriminator loss (mean over the batch)"
+
+    def __init__(
+        self,
+        model: DCGAN,
+        *,
+        loss: str = "non_saturating",
+        n_critic: int = 1,
+        gp_weight: float = 10.0,
+        d_learning_rate_multiplier: float = 1.0,
+        num_sample_images: int = 64,
+        sample_seed: int = 0,
+        fid_classifier: str | None = None,
+        fid_samples: int = 10_000,
+    ):
+        if loss not in LOSSES:
+            raise ValueError(f"task.loss={loss!r}; choose one of {sorted(LOSSES)}.")
+        if n_critic < 1:
+            raise ValueError(f"task.n_critic={n_critic} must be at least 1.")
+        if loss == "wgan_gp" and model.discriminator_norm == "batch":
+            raise ValueError(
+                "task.loss=wgan_gp penalises each example's gradient, which batch norm in the discriminator mixes "
+                "across the batch; set model.discriminator_norm=layer (Gulrajani et al. 2017) or none."
+            )
+        self.model = model
+        self.loss = loss
+        self.n_critic = n_critic
+        self.gp_weight = gp_weight
+        self.d_learning_rate_multiplier = d_learning_rate_multiplier
+        self.num_sample_images = num_sample_images
+        self.sample_seed = sample_seed
+        self.fid_classifier = fid_classifier
+        self.fid_samples = fid_samples
+        self._eval_images: np.ndarray | None = None
+
+    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> GANState:
+        """Initialises both networks for images shaped like `example_batch["image"]` [1, H, W, C]."""
+        image_shape = tuple(example_batch["image"].shape[-3:])
+        if image_shape != tuple(self.model.image_shape):
+            raise ValueError(f"The data's images are {image_shape} but model.image_shape={tuple(self.model.image_shape)}.")
+        z = jnp.zeros((1, self.model.latent_dim), jnp.float32)
+        x = jnp.zeros((1, *image_shape), jnp.float32)
+        variables = self.model.init({"params": key}, z, x, train=False)
+        stats = variables.get("batch_stats", {})
+        d_tx = tx if self.d_learning_rate_multiplier == 1.0 else optax.chain(tx, optax.scale(self.d_learning_rate_multiplier))
+        g = TrainState.create(
+            apply_fn=self.model.apply, params=variables["params"]["generator"], tx=tx, batch_stats=stats.get("generator")
+        )
+        d = TrainState.create(
+            apply_fn=self.model.apply,
+            params=variables["params"]["discriminator"],
+            tx=d_tx,
+            batch_stats=stats.get("discriminator"),
+        )
+        return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d)
+
+    def _model(self, train: bool, axis_name: str | None) -> DCGAN:
+        return self.model.clone(axis_name=axis_name) if train and axis_name is not None else self.model
+
+    def generate(self, params, batch_stats, z: jax.Array, *, train: bool, axis_name: str | None = None):
+        """G(z): [B, Z] -> ([B, H, W, C] images in [-1, 1], batch_stats updated in training, else unchanged)."""
+        variables = _variables("generator", params, batch_stats)
+        model = self._model(train, axis_name)
+        if train and batch_stats is not None:
+            fake, updates = model.apply(variables, z, train=True, method=DCGAN.generate, mutable=["batch_stats"])
+            return fake, pmean(updates["batch_stats"]["generator"], axis_name)
+        return model.apply(variables, z, train=train, method=DCGAN.generate), batch_stats
+
+    def discriminate(self, params, batch_stats, x: jax.Array, *, train: bool, axis_name: str | None = None):
+        """D(x): [B, H, W, C] in [-1, 1] -> ([B] scores, batch_stats updated in training, else unchanged)."""
+        variables = _variables("discriminator", params, batch_stats)
+        model = self._model(train, axis_name)
+        if train and batch_stats is not None:
+            scores, updates = model.apply(variables, x, train=True, method=DCGAN.discriminate, mutable=["batch_stats"])
+            return scores, pmean(updates["batch_stats"]["discriminator"], axis_name)
+        return model.apply(variables, x, train=train, method=DCGAN.discriminate), batch_stats
+
+    def noise(self, key: jax.Array, index: jax.Array) -> jax.Array:
+        """z ~ N(0, I) [B, Z], one stream per example (its dataset index)."""
+        return jax.vmap(lambda k: jax.random.normal(k, (self.model.latent_dim,)))(example_keys(key, index))
+
+    def _d_update(self, state: GANState, real: jax.Array, index: jax.Array, key: jax.Array, axis_name):
+        """One discriminator update; returns (new D TrainState, metrics of this update)."""
+        gan = LOSSES[self.loss]
+        z = self.noise(key, index)
+        fake, _ = self.generate(state.g.params, state.g.batch_stats, z, train=True, axis_name=axis_name)
+        fake = jax.lax.stop_gradient(fake)
+
+        def loss_fn(params):
+            real_scores, stats = self.discriminate(params, state.d.batch_stats, real, train=True, axis_name=axis_name)
+            fake_scores, stats = self.discriminate(params, stats, fake, train=True, axis_name=axis_name)
+            loss = gan.d_loss(real_scores, fake_scores)  # [B]
+            aux = {"d_loss": loss.mean(), "real_score": real_scores.mean(), "fake_score": fake_scores.mean()}
+            aux["d_real_accuracy"] = jnp.mean((real_scores > gan.threshold).astype(jnp.float32))
+            aux["d_fake_accuracy"] = jnp.mean((fake_scores < gan.threshold).astype(jnp.float32))
+            if self.loss == "wgan_gp":
+                eps = jax.vmap(lambda k: jax.random.uniform(k, ()))(example_keys(jax.random.fold_in(key, 1), index))
+                score_fn = lambda x: self.discriminate(params, None, x, train=True)[0]
+                penalty = gradient_penalty(score_fn, real, fake, eps).mean()
+                aux["gradient_penalty"] = penalty
+                loss = loss + self.gp_weight * penalty
+            return loss.mean(), (aux, stats, fake)
+
+        (_, (aux, stats, fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.d.params)
+        grads = pmean(grads, axis_name)
+        aux = pmean(aux, axis_name)
+        aux["d_grad_norm"] = optax.tree.norm(grads)
+        return state.d.apply_gradients(grads=grads, batch_stats=stats), aux
+
+    def train_step(
+        self, state: GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+    ) -> tuple[GANState, Metrics]:
+        """`n_critic` discriminator updates, then one generator update, on the global batch.
+
+        Returns:
+          (new state, metrics): D metrics of the last D update, G metrics of the G update.
+        """
+        step_key = jax.random.fold_in(key, state.step)
+        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0  # [B, H, W, C] in [-1, 1]
+        index = batch["index"]
+        metrics: dict[str, jax.Array] = {}
+        for i in range(self.n_critic):
+            d_state, metrics = self._d_update(state, real, index, jax.random.fold_in(step_key, 2 * i), axis_name)
+            state = state.replace(d=d_state)
+
+        gan = LOSSES[self.loss]
+        z = self.noise(jax.random.fold_in(step_key, 2 * self.n_critic), index)
+
+        def g_loss_fn(params):
+            fake, g_stats = self.generate(params, state.g.batch_stats, z, train=True, axis_name=axis_name)
+            scores, _ = self.discriminate(state.d.params, state.d.batch_stats, fake, train=True, axis_name=axis_name)
+            return gan.g_loss(scores).mean(), (fake, g_stats)
+
+        (g_loss, (fake, g_stats)), grads = jax.value_and_grad(g_loss_fn, has_aux=True)(state.g.params)
+        grads = pmean(grads, axis_name)
+        fake_dist, _ = neighbour_distance(fake)
+        real_dist, _ = neighbour_distance(real)
+        g_metrics = pmean({"g_loss": g_loss, "diversity": fake_dist / jnp.maximum(real_dist, 1e-12)}, axis_name)
+        metrics = {**metrics, **g_metrics, "g_grad_norm": optax.tree.norm(grads)}
+        new_g = state.g.apply_gradients(grads=grads, batch_stats=g_stats)
+        return state.replace(step=state.step + 1, g=new_g), metrics
+
+    def eval_step(self, state: GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+        """Sums over valid examples of D's losses and accuracies on the test images and on one generated
+        image per test image (noise from the example's index; deterministic given `key`), and of
+        neighbour distances for `diversity`."""
+        gan = LOSSES[self.loss]
+        mask = batch["mask"].astype(jnp.float32)
+        real = batch["image"].astype(jnp.float32) / 127.5 - 1.0
+        fake, _ = self.generate(state.g.params, state.g.batch_stats, self.noise(key, batch["index"]), train=False)
+        real_scores, _ = self.discriminate(state.d.params, state.d.batch_stats, real, train=False)
+        fake_scores, _ = self.discriminate(state.d.params, state.d.batch_stats, fake, train=False)
+        fake_dist, _ = neighbour_distance(fake, mask)
+        real_dist, _ = neighbour_distance(real, mask)
+        sums = {
+            "count": mask.sum(),
+            "d_loss_sum": jnp.sum(gan.d_loss(real_scores, fake_scores) * mask),
+            "g_loss_sum": jnp.sum(gan.g_loss(fake_scores) * mask),
+            "d_real_accuracy_sum": jnp.sum((real_scores > gan.threshold) * mask),
+            "d_fake_accuracy_sum": jnp.sum((fake_scores < gan.threshold) * mask),
+            "real_score_sum": jnp.sum(real_scores * mask),
+            "fake_score_sum": jnp.sum(fake_scores * mask),
+            "fake_distance": fake_dist,
+            "real_distance": real_dist,
+        }
+        return psum(sums, axis_name)
+
+    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Means of the `*_sum` totals, and `diversity` = generated / real neighbour distance."""
+        metrics = super().summarize_eval(totals)
+        metrics["diversity"] = float(totals["fake_distance"]) / max(float(totals["real_distance"]), 1e-12)
+        return metrics
+
+    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Keeps the evaluation images (the reference set of the final FID)."""
+        self._eval_images = arrays["image"]
+        return arrays
+
+    def sample(self, state: GANState, num: int, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
+        """`num` generated images in evaluation mode, as float32 [num, H, W, C] in [0, 1] (host numpy).
+
+        Noise z ~ N(0, I) from `jax.random.key(seed)`; the same seed gives the same images.
+        """
+        z = np.asarray(jax.random.normal(jax.random.key(seed), (num, self.model.latent_dim)))
+        out = [
+            np.asarray(_generate_unit(self.model, state.g.params, state.g.batch_stats, z[i : i + batch_size]))
+            for i in range(0, num, batch_size)
+        ]
+        return np.concatenate(out)
+
+    def final_evaluation(self, evaluate, state: GANState) -> dict[str, float]:
+        """`eval/fid` of `fid_samples` generated images against the evaluation split, when
+        `fid_classifier` is set (see `jaxdl.metrics.fid`); nothing otherwise."""
+        del evaluate
+        if self.fid_classifier is None:
+            return {}
+        from jaxdl.metrics import fid  # imports jaxdl.runs, which imports the task registry
+
+        classifier = fid.load_classifier(self.fid_classifier)
+        reference = self._eval_images.astype(np.float32) / 255.0
+        score = fid.fid_of_images(classifier, self.sample(state, self.fid_samples, seed=self.sample_seed), reference)
+        return {"eval/fid": score, "eval/fid_classifier_accuracy": classifier.test_accuracy}
+
+    def write_artifacts(
+        self, state: GANState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+    ) -> None:
+        """Writes `samples/epoch_NNN.png` (the same noise every epoch), `samples/progress.gif` (all epochs so
+        far, one frame each) and `losses.png` (train D and G losses against steps)."""
+        del eval_arrays
+        from jaxdl.metrics.writers import read_metrics
+        from jaxdl.viz.curves import plot_curves
+        from jaxdl.viz.animation import save_animation
+
+        images = self.sample(state, self.num_sample_images, seed=self.sample_seed)
+        samples = pathlib.Path(run_dir) / "samples"
+        save_image_grid(samples / f"epoch_{epoch:03d}.png", images)
+        save_animation(samples / "progress.gif", sorted(samples.glob("epoch_*.png")))
+        metrics_path = pathlib.Path(run_dir) / "metrics.jsonl"
+        if metrics_path.is_file():
+            plot_curves(
+                read_metrics(metrics_path),
+                pathlib.Path(run_dir) / "losses.png",
+                metrics=["train/d_loss", "train/g_loss"],
+                title=f"GAN losses ({self.loss})",
+                ylabel="loss (mean over the batch)",
+            )
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _generate_unit(model: DCGAN, params, batch_stats, z: jax.Array) -> jax.Array:
+    fake = model.apply(_variables("generator", params, batch_stats), z, train=False, method=DCGAN.generate)
+    return to_unit_range(fake)
