@@ -15,7 +15,16 @@ are handled:
   `nn.Dropout` get a `dropout` rng folded from the step and the device.
 
 Units: `loss` is the cross-entropy in nats per example (mean over the global
-batch), `accuracy` a fraction in [0, 1].
+batch), `accuracy` a fraction in [0, 1]. With `label_smoothing` the training
+loss is the cross-entropy against smoothed targets (Szegedy et al. 2016,
+arXiv:1512.00567); evaluation always reports the plain cross-entropy.
+
+Test-time augmentation (`tta_level`, airbench's levels; Jordan 2024,
+arXiv:2404.00498): 1 averages the logits of each test image and its mirror
+image, 2 also those of the image translated by one pixel up-left and
+down-right (reflect padding), weighted 1/2 untranslated and 1/4 each shift
+(6 views). Per-epoch evaluation stays un-augmented; the final evaluation adds
+`eval/tta_accuracy`.
 
 Data: batches hold the input under `input_key` (uint8 images in 0..255 are
 scaled to [0, 1]; float arrays are used as they are), integer labels in
@@ -39,6 +48,7 @@ import optax
 from jaxdl.data.augment import augment as augment_images
 from jaxdl.data.augment import normalize
 from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.training import diagnostics
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 
@@ -119,6 +129,9 @@ class ClassificationTask(Task):
       normalize_mean, normalize_std: per-channel statistics, in [0, 1] pixel
         units, subtracted and divided after augmentation (train and eval).
       class_names: names for the confusion-matrix picture (default: 0..K-1).
+      label_smoothing: training targets (1 - a) * one_hot + a / K (0: none).
+      tta_level: test-time augmentation of the final evaluation (0 none,
+        1 mirror, 2 mirror and translate; see the module docstring).
     """
 
     default_metric = "eval/accuracy"
@@ -137,7 +150,13 @@ class ClassificationTask(Task):
         normalize_mean: Sequence[float] | None = None,
         normalize_std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
+        label_smoothing: float = 0.0,
+        tta_level: int = 0,
     ):
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"task.label_smoothing={label_smoothing} must be in [0, 1).")
+        if tta_level not in (0, 1, 2):
+            raise ValueError(f"task.tta_level={tta_level}; choose 0 (none), 1 (mirror) or 2 (mirror and translate).")
         if num_classes < 2:
             raise ValueError(f"task.num_classes={num_classes} must be at least 2.")
         if (normalize_mean is None) != (normalize_std is None):
@@ -152,6 +171,8 @@ class ClassificationTask(Task):
         self.normalize_mean = None if normalize_mean is None else tuple(normalize_mean)
         self.normalize_std = None if normalize_std is None else tuple(normalize_std)
         self.class_names = tuple(class_names) if class_names else tuple(str(k) for k in range(num_classes))
+        self.label_smoothing = label_smoothing
+        self.tta_level = tta_level
 
     def inputs(self, batch: Batch, key: jax.Array | None = None) -> jax.Array:
         """Float model inputs of a batch: scaled, augmented (when `key` is given, i.e. training), normalised."""
@@ -186,8 +207,15 @@ class ClassificationTask(Task):
         logits, batch_stats = apply_model(
             self.model, params, batch_stats, x, train=True, keys=keys, dropout_key=dropout_key, axis_name=axis_name
         )
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch[self.label_key])  # [B]
+        loss = self.train_loss(logits, batch[self.label_key])  # [B]
         return loss.mean(), (loss, logits, batch_stats)
+
+    def train_loss(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Per-example training cross-entropy [B] (nats) of logits [B, K], label-smoothed when set."""
+        if not self.label_smoothing:
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+        targets = optax.smooth_labels(jax.nn.one_hot(labels, self.num_classes), self.label_smoothing)
+        return optax.softmax_cross_entropy(logits, targets)
 
     def train_step(
         self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
@@ -207,10 +235,68 @@ class ClassificationTask(Task):
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
+    def diagnostics(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+        """Per-layer gradient norms and dead-unit fractions on this step's batch, before its update.
+
+        The gradients are the ones `train_step` applies (same random streams);
+        the activations come from a second training-mode forward pass with the
+        "intermediates" collection mutable (filled by models that `sow` their
+        activations, e.g. `MLP`). Returns flat "diag/..." float32 scalars (see
+        `jaxdl.training.diagnostics`); nothing in `state` changes.
+        """
+        step_key = jax.random.fold_in(key, state.step)
+        grads, _ = jax.grad(self.loss_fn, has_aux=True)(
+            state.params, state.batch_stats, batch, step_key, axis_name=axis_name
+        )
+        grads = pmean(grads, axis_name)
+        model = self.model
+        if axis_name is not None and hasattr(model, "axis_name"):
+            model = model.clone(axis_name=axis_name)
+        variables = {"params": state.params}
+        if state.batch_stats is not None:
+            variables["batch_stats"] = state.batch_stats
+        kwargs = {}
+        if takes_example_keys(model):
+            kwargs["example_keys"] = example_keys(jax.random.fold_in(step_key, 0), batch["index"])
+        x = self.inputs(batch, jax.random.fold_in(step_key, 2))
+        _, collections = model.apply(
+            variables, x, train=True, rngs={"dropout": jax.random.fold_in(step_key, 1)},
+            mutable=["intermediates", "batch_stats"], **kwargs,
+        )
+        return diagnostics.summarize(grads, collections.get("intermediates"), axis_name=axis_name)
+
     def logits(self, state: TrainState, x: jax.Array) -> jax.Array:
         """Evaluation-mode logits [B, K] of float inputs `x` [B, ...] (deterministic)."""
         out, _ = apply_model(self.model, state.params, state.batch_stats, x, train=False)
         return out
+
+    def tta_logits(self, state: TrainState, x: jax.Array, level: int) -> jax.Array:
+        """Evaluation-mode logits [B, K] of `x` [B, H, W, C] averaged over airbench's test-time views.
+
+        level 0: x itself; 1: mean over x and its mirror; 2: 1/2 the level-1 logits of x plus 1/4 those of
+        x shifted one pixel up-left and 1/4 down-right (reflect padding), i.e. 6 views.
+        """
+
+        def mirrored(images):
+            if level == 0:
+                return self.logits(state, images)
+            return 0.5 * self.logits(state, images) + 0.5 * self.logits(state, images[:, :, ::-1])
+
+        logits = mirrored(x)
+        if level < 2:
+            return logits
+        h, w = x.shape[1:3]
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")  # [B, H + 2, W + 2, C]
+        shifted = 0.5 * mirrored(padded[:, :h, :w]) + 0.5 * mirrored(padded[:, 2 : h + 2, 2 : w + 2])
+        return 0.5 * logits + 0.5 * shifted
+
+    def tta_eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+        """`correct_sum` and `count` of the `tta_level` test-time-augmented predictions (sums over valid examples)."""
+        del key
+        logits = self.tta_logits(state, self.inputs(batch), self.tta_level)
+        mask = batch["mask"].astype(jnp.float32)
+        correct = (jnp.argmax(logits, -1) == batch[self.label_key]) * mask
+        return psum({"correct_sum": jnp.sum(correct), "count": mask.sum()}, axis_name)
 
     def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
         """Sums over valid examples: cross-entropy, correct predictions and the confusion matrix [K, K]
@@ -243,6 +329,9 @@ class ClassificationTask(Task):
         per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1.0)
         metrics = {f"eval/class_{k}_accuracy": float(a) for k, a in enumerate(per_class)}
         metrics["eval/worst_class_accuracy"] = float(per_class.min())
+        if self.tta_level:
+            totals = evaluate(self.tta_eval_step)
+            metrics["eval/tta_accuracy"] = float(totals["correct_sum"]) / float(totals["count"])
         return metrics
 
     def write_artifacts(

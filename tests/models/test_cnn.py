@@ -1,5 +1,6 @@
 """CNN: the classic Keras network's size and a VGG-style variant in training mode."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -34,3 +35,21 @@ def test_vgg_style_variant_trains_with_batch_norm_and_dropout():
 def test_too_many_pooling_blocks_name_the_fix():
     with pytest.raises(ValueError, match="fewer blocks"):
         CNN(channels=(4,) * 6).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)), train=False)
+
+
+def test_pool_first_pools_after_the_first_convolution_of_each_block():
+    x = jnp.zeros((2, 32, 32, 3))
+    model = CNN(channels=(8, 16), convs_per_block=2, kernel_size=3, padding="SAME", pool_first=True, dense_dims=())
+    variables = model.init(jax.random.key(0), x, train=False)
+    assert model.apply(variables, x, train=False).shape == (2, 10)
+    flops = jax.jit(lambda v: model.apply(v, x, train=False)).lower(variables).compile().cost_analysis()
+    later = CNN(channels=(8, 16), convs_per_block=2, kernel_size=3, padding="SAME", dense_dims=())
+    flops_later = jax.jit(lambda v: later.apply(v, x, train=False)).lower(variables).compile().cost_analysis()
+    assert flops["flops"] < 0.6 * flops_later["flops"]  # the second convolutions see a quarter of the pixels
+
+
+def test_reshaped_max_pool_equals_flax_max_pool():
+    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
+    model = CNN(channels=(3,), kernel_size=1, padding="SAME", dense_dims=())
+    pooled = model.bind({})._pool(x)
+    np.testing.assert_array_equal(pooled, nn.max_pool(x, (2, 2), strides=(2, 2)))
