@@ -7,7 +7,18 @@ Restores the run's latest checkpoint (or `--step`) into the model and task of
 its saved config (`RUN_DIR/.hydra/config.yaml`) and prints `--num-samples`
 continuations of the prompt. The same seed gives the same text. Sampling uses
 the Transformer's key/value cache; `--no-cache` recomputes the context at
-every step instead (nanoGPT's `sample.py`), and `--benchmark` times both.
+every step instead (nanoGPT's `sample.py`), and `--benchmark` times both:
+
+    python -m scripts.sample --run RUN_DIR --benchmark --temperature 0 --max-new-tokens 500
+
+generates the same tokens with the cache and by recomputation, each first once
+to compile and then `--repeats` times (the fastest counts), and prints both
+rates in generated tokens per second (batch x new tokens / wall seconds, host
+included), their ratio, and how many leading tokens the two outputs share.
+With `--temperature 0` (greedy) they are identical while prompt + output fit
+in the model's context (max_len); past it the cache restarts from the last
+max_len / 2 tokens while recomputation slides a full window, so the texts may
+part there.
 """
 
 from __future__ import annotations
@@ -35,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: the latest)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the context at every step")
     parser.add_argument("--benchmark", action="store_true", help="time cached against recomputed generation")
+    parser.add_argument("--repeats", type=int, default=3, help="--benchmark: timed runs per path (the fastest counts)")
     args = parser.parse_args(argv)
 
     settings = load_settings(args.run)
@@ -52,20 +64,35 @@ def main(argv: list[str] | None = None) -> int:
     prompt = np.repeat(prompt[None], args.num_samples, axis=0)
     sampling = dict(key=jax.random.key(args.seed), temperature=args.temperature, top_k=args.top_k or None)
     if args.benchmark:
-        for use_cache in (True, False):
-            task.generate(params, prompt, args.max_new_tokens, use_cache=use_cache, **sampling)  # compile
-            start = time.perf_counter()
-            task.generate(params, prompt, args.max_new_tokens, use_cache=use_cache, **sampling)
-            seconds = time.perf_counter() - start
-            rate = args.max_new_tokens * args.num_samples / seconds
-            print(f"{'cached' if use_cache else 'recomputed'}: {args.max_new_tokens} tokens x {args.num_samples} "
-                  f"in {seconds:.3f} s = {rate:.1f} tokens/s (step {restored.step})")
-        return 0
+        return benchmark(task, params, prompt, args.max_new_tokens, sampling, repeats=args.repeats, step=restored.step)
     out = task.generate(params, prompt, args.max_new_tokens, use_cache=not args.no_cache, **sampling)
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"---------- sample {i}")
         print(decode_text(row, task.vocabulary))
+    return 0
+
+
+def benchmark(task, params, prompt: np.ndarray, max_new_tokens: int, sampling: dict, *, repeats: int, step: int) -> int:
+    """Prints generated tokens/s with the key/value cache and with recomputation, their ratio and agreement."""
+    rates, outputs = {}, {}
+    for name, use_cache in (("cached", True), ("recomputed", False)):
+        outputs[name] = task.generate(params, prompt, max_new_tokens, use_cache=use_cache, **sampling)  # compiles
+        best = float("inf")
+        for _ in range(max(repeats, 1)):
+            start = time.perf_counter()
+            out = task.generate(params, prompt, max_new_tokens, use_cache=use_cache, **sampling)
+            best = min(best, time.perf_counter() - start)
+            np.testing.assert_array_equal(out, outputs[name])  # deterministic from the seed
+        rates[name] = max_new_tokens * len(prompt) / best
+        print(f"{name}: {max_new_tokens} tokens x {len(prompt)} in {best:.3f} s = {rates[name]:.1f} tokens/s "
+              f"(best of {max(repeats, 1)}, step {step})")
+    new_cached, new_recomputed = outputs["cached"][:, prompt.shape[1]:], outputs["recomputed"][:, prompt.shape[1]:]
+    differs = (new_cached != new_recomputed).any(axis=0)
+    shared = int(np.argmax(differs)) if differs.any() else max_new_tokens
+    context = getattr(task.model, "max_len", None)
+    print(f"cached / recomputed: {rates['cached'] / rates['recomputed']:.2f}x; the first {shared} of {max_new_tokens} "
+          f"generated tokens are identical (context max_len={context}, prompt {prompt.shape[1]} tokens)")
     return 0
 
 

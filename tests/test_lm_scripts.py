@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import re
 
 import jax
 import numpy as np
@@ -62,6 +63,20 @@ def test_sample_is_reproducible_from_its_seed(text_run, capsys):
 def test_sample_refuses_characters_outside_the_vocabulary(text_run, capsys):
     assert sample.main(["--run", str(text_run), "--prompt", "naïve"]) == 2
     assert "not in the 65-character vocabulary" in capsys.readouterr().err
+
+
+def test_benchmark_times_both_paths_and_greedy_outputs_agree_within_the_context(text_run, capsys):
+    # seq_len 16: prompt 3 + 13 tokens fill the context, so greedy outputs agree on at least 13 tokens.
+    args = ["--run", str(text_run), "--prompt", "ROM", "--max-new-tokens", "20", "--temperature", "0",
+            "--benchmark", "--repeats", "1"]
+    assert sample.main(args) == 0
+    out = capsys.readouterr().out
+    rates = {name: float(re.search(rf"^{name}: 20 tokens x 1 in [\d.]+ s = ([\d.]+) tokens/s", out, re.M).group(1))
+             for name in ("cached", "recomputed")}
+    assert all(rate > 0 for rate in rates.values()), out
+    ratio = float(re.search(r"cached / recomputed: ([\d.]+)x", out).group(1))
+    assert ratio == pytest.approx(rates["cached"] / rates["recomputed"], rel=0.01, abs=0.006), out  # printed rounded
+    assert int(re.search(r"the first (\d+) of 20 generated tokens are identical", out).group(1)) >= 13, out
 
 
 def test_restore_needs_a_run_folder(tmp_path):

@@ -1,0 +1,167 @@
+"""nanoGPT's shakespeare_char CPU run in PyTorch, scored the way jaxdl scores it.
+
+    python benchmarks/reference/nanogpt_shakespeare_char.py --input PATH/input.txt --seed 1337
+
+A transcription of karpathy/nanoGPT's `model.py` and `train.py` for the
+setting of `experiment=shakespeare_char_cpu` (4 layers, 4 heads, width 128,
+block 64, batch 12, 2,000 iterations, dropout 0, no biases, tied embeddings,
+AdamW lr 1e-3 with nanoGPT's warmup and cosine decay to 1e-4, beta2 0.99,
+weight decay 0.1 on parameters with 2+ axes, clipping 1.0). It prints, every
+250 iterations, nanoGPT's own estimate (mean loss of 20 random batches, as in
+its README) and, at the start and the end, the loss on the whole validation
+split (every character scored once, as `eval/loss` of jaxdl's run), in nats
+per character. Reference only: PyTorch is an optional extra, never needed by
+jaxdl itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+VOCAB, BATCH, BLOCK, LAYERS, HEADS, WIDTH, ITERS = 65, 12, 64, 4, 4, 128, 2000
+LR, MIN_LR, WARMUP, DECAY_ITERS, WEIGHT_DECAY, BETA2, CLIP = 1e-3, 1e-4, 100, 2000, 0.1, 0.99, 1.0
+
+
+class LayerNorm(nn.Module):
+    """LayerNorm with a scale and no bias (nanoGPT's `bias=False`)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+    def forward(self, x):
+        return F.layer_norm(x, self.weight.shape, self.weight, None, 1e-5)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm block: causal self-attention and a GELU MLP, no biases."""
+
+    def __init__(self):
+        super().__init__()
+        self.ln_1, self.ln_2 = LayerNorm(WIDTH), LayerNorm(WIDTH)
+        self.c_attn = nn.Linear(WIDTH, 3 * WIDTH, bias=False)
+        self.attn_proj = nn.Linear(WIDTH, WIDTH, bias=False)
+        self.c_fc = nn.Linear(WIDTH, 4 * WIDTH, bias=False)
+        self.mlp_proj = nn.Linear(4 * WIDTH, WIDTH, bias=False)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in self.c_attn(self.ln_1(x)).split(c, dim=2))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
+        x = x + self.attn_proj(y)
+        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
+
+
+class GPT(nn.Module):
+    """nanoGPT's GPT: token + learned position embeddings, blocks, tied output layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.wte, self.wpe = nn.Embedding(VOCAB, WIDTH), nn.Embedding(BLOCK, WIDTH)
+        self.blocks = nn.ModuleList([Block() for _ in range(LAYERS)])
+        self.ln_f = LayerNorm(WIDTH)
+        self.lm_head = nn.Linear(WIDTH, VOCAB, bias=False)
+        self.wte.weight = self.lm_head.weight
+        for name, p in self.named_parameters():
+            if p.dim() >= 2:  # Linear and Embedding weights; the residual projections scaled as in GPT-2
+                std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith("proj.weight") else 0.02
+                torch.nn.init.normal_(p, 0.0, std)
+
+    def forward(self, idx, targets):
+        """Per-position cross-entropy [B, T] in nats."""
+        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
+        for block in self.blocks:
+            x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        return F.cross_entropy(logits.view(-1, VOCAB), targets.reshape(-1), reduction="none").view(targets.shape)
+
+
+def nanogpt_lr(it: int) -> float:
+    """nanoGPT's `get_lr`: linear warmup lr * (it + 1) / (warmup + 1), then cosine to MIN_LR."""
+    if it < WARMUP:
+        return LR * (it + 1) / (WARMUP + 1)
+    ratio = (it - WARMUP) / (DECAY_ITERS - WARMUP)
+    return MIN_LR + 0.5 * (1 + math.cos(math.pi * ratio)) * (LR - MIN_LR)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", required=True, help="tiny Shakespeare's input.txt")
+    parser.add_argument("--seed", type=int, default=1337, help="nanoGPT's default seed is 1337")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    torch.set_num_threads(args.threads)
+
+    text = open(args.input).read()
+    stoi = {ch: i for i, ch in enumerate(sorted(set(text)))}
+    data = np.array([stoi[ch] for ch in text], dtype=np.int64)
+    split = int(len(data) * 0.9)
+    train_data, val_data = data[:split], data[split:]
+
+    def get_batch(source: np.ndarray):
+        ix = torch.randint(len(source) - BLOCK, (BATCH,))
+        x = torch.stack([torch.from_numpy(source[i : i + BLOCK]) for i in ix])
+        y = torch.stack([torch.from_numpy(source[i + 1 : i + 1 + BLOCK]) for i in ix])
+        return x, y
+
+    model = GPT()
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(
+        [{"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
+         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}],
+        lr=LR, betas=(0.9, BETA2),
+    )
+
+    @torch.no_grad()
+    def estimate(source: np.ndarray, batches: int = 20) -> float:
+        model.eval()
+        loss = float(torch.stack([model(*get_batch(source)).mean() for _ in range(batches)]).mean())
+        model.train()
+        return loss
+
+    @torch.no_grad()
+    def whole_split_loss(source: np.ndarray) -> float:
+        """Every character of `source` (after the first) predicted once, in windows of BLOCK."""
+        model.eval()
+        ids = torch.from_numpy(source)
+        total, count = 0.0, 0
+        for start in range(0, len(ids) - 1, BLOCK * 256):
+            chunk = ids[start : start + BLOCK * 256 + 1]
+            full = (len(chunk) - 1) // BLOCK
+            if full:
+                x, y = chunk[: full * BLOCK].view(full, BLOCK), chunk[1 : full * BLOCK + 1].view(full, BLOCK)
+                total, count = total + float(model(x, y).sum()), count + full * BLOCK
+            rest = len(chunk) - 1 - full * BLOCK
+            if rest:
+                tail = chunk[full * BLOCK :]
+                total, count = total + float(model(tail[None, :-1], tail[None, 1:]).sum()), count + rest
+        model.train()
+        return total / count
+
+    start = time.perf_counter()
+    for it in range(ITERS + 1):
+        for group in opt.param_groups:
+            group["lr"] = nanogpt_lr(it)
+        if it % 250 == 0:
+            whole = f"{whole_split_loss(val_data):.4f}" if it in (0, ITERS) else "-"
+            print(f"step {it}: train {estimate(train_data):.4f} val20 {estimate(val_data):.4f} "
+                  f"val_whole {whole} ({time.perf_counter() - start:.0f} s)", flush=True)
+        if it == ITERS:
+            break
+        loss = model(*get_batch(train_data)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)
+        opt.step()
+
+
+if __name__ == "__main__":
+    main()
