@@ -37,6 +37,9 @@ def main(cfg: DictConfig) -> float | None:
 
         if settings["compilation_cache_dir"]:
             jax.config.update("jax_compilation_cache_dir", os.path.expanduser(settings["compilation_cache_dir"]))
+            # Cache every program, not only those over JAX's default 1 s of compile time: a run's many small
+            # ones (init, optimizer init, eval) add up to half its time to the first step (scripts/benchmark).
+            jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         from jaxdl import experiment
 
         results = experiment.run(

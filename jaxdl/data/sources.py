@@ -15,6 +15,7 @@ Where the files live:
 from __future__ import annotations
 
 import os
+import pathlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ import tensorflow_datasets as tfds
 from jaxdl.data.adfa_ld import AdfaLd
 from jaxdl.data.cifar10 import Cifar10Binary
 from jaxdl.data.idx_images import FashionMnistIdx, MnistIdx
+from jaxdl.data.mnist_repeated import MnistBig
 from jaxdl.data.tabular import Diabetes
 from jaxdl.data.tiny_shakespeare import TinyShakespeareText
 
@@ -33,6 +35,7 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "tiny_shakespeare": TinyShakespeareText,
     "adfa_ld": AdfaLd,
     "diabetes": Diabetes,
+    "mnist_big": MnistBig,  # MNIST at 56x56, 12 shifted copies: 2.26 GB, larger than memory (data.streaming=true)
 }
 
 
@@ -90,8 +93,60 @@ def load_arrays(builder: tfds.core.DatasetBuilder, split: str, *, limit: int | N
     """
     source = builder.as_data_source(split=split)
     n = len(source) if limit is None else min(limit, len(source))
+    cached = _read_array_cache(builder, split, n)
+    if cached is not None:
+        return cached
     records = source.__getitems__(list(range(n)))  # one batched read: ~30x faster than per record
-    return {key: _stack([r[key] for r in records]) for key in records[0]}
+    arrays = {key: _stack([r[key] for r in records]) for key in records[0]}
+    _write_array_cache(builder, split, n, arrays)
+    return arrays
+
+
+#: Splits up to this size (bytes) are kept as .npz beside the prepared records (0 turns the cache off).
+ARRAY_CACHE_MAX_BYTES = 1 << 30
+
+
+def _array_cache_path(builder: tfds.core.DatasetBuilder, split: str, n: int) -> pathlib.Path | None:
+    """`<data_dir>/jaxdl_arrays/<split>-<n>-<stamp>.npz`; the stamp changes whenever the dataset is prepared again."""
+    try:
+        info = pathlib.Path(builder.data_dir) / "dataset_info.json"
+        stamp = info.stat().st_mtime_ns
+    except OSError:
+        return None
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in split)
+    return info.parent / "jaxdl_arrays" / f"{name}-{n}-{stamp}.npz"
+
+
+def _read_array_cache(builder: tfds.core.DatasetBuilder, split: str, n: int) -> dict[str, np.ndarray] | None:
+    """The arrays a previous `load_arrays` stored for (split, n), or None.
+
+    Reading a split's records costs about 2 s for MNIST's 60,000; the .npz
+    about 0.05 s, half the set-up of `python -m experiments.run model=vae`.
+    """
+    path = _array_cache_path(builder, split, n) if ARRAY_CACHE_MAX_BYTES else None
+    if path is None or not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            return {key: stored[key] for key in stored.files}
+    except (OSError, ValueError):  # unreadable or half-written by a crashed writer: read the records again
+        return None
+
+
+def _write_array_cache(builder: tfds.core.DatasetBuilder, split: str, n: int, arrays: dict[str, np.ndarray]) -> None:
+    """Stores `arrays` for `_read_array_cache` (atomically); skips ragged (object) features, large splits and read-only folders."""
+    path = _array_cache_path(builder, split, n) if ARRAY_CACHE_MAX_BYTES else None
+    if path is None or any(a.dtype == object for a in arrays.values()):
+        return
+    if sum(a.nbytes for a in arrays.values()) > ARRAY_CACHE_MAX_BYTES:
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        path.parent.mkdir(exist_ok=True)
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
 
 
 def _stack(values: list) -> np.ndarray:

@@ -1,0 +1,77 @@
+"""scripts.benchmark runs end to end on tiny sizes, and the attempted variants it times compute what jaxdl computes."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import pytest
+
+from jaxdl.models.cnn import CNN
+from jaxdl.models.rnn import RNNLM
+from scripts import bench_variants
+from tests.conftest import assert_close
+
+
+@pytest.mark.parametrize("num_layers", [1, 2])
+@pytest.mark.parametrize("num_classes", [None, 3])
+def test_hoisted_lstm_has_rnnlms_parameters_outputs_and_gradients(num_layers, num_classes):
+    sizes = dict(vocab_size=23, hidden_dim=16, embed_dim=8, num_layers=num_layers, num_classes=num_classes)
+    new, ref = bench_variants.HoistedRNNLM(**sizes), RNNLM(**sizes)
+    tokens = jax.random.randint(jax.random.key(0), (5, 11), 0, 23)
+    token_mask = jnp.arange(11)[None, :] < jnp.array([11, 3, 7, 1, 10])[:, None]  # valid prefixes
+    params = new.init(jax.random.key(1), tokens, train=False)["params"]
+    ref_params = ref.init(jax.random.key(1), tokens, train=False)["params"]
+    assert jax.tree.structure(params) == jax.tree.structure(ref_params)
+    assert_close(params, ref_params, rtol=0, atol=0)  # identical initial values
+
+    def loss(module, p):
+        out = module.apply({"params": p}, tokens, train=False, token_mask=token_mask)
+        return jnp.sum(jnp.sin(out)), out
+
+    (_, out_new), g_new = jax.value_and_grad(lambda p: loss(new, p), has_aux=True)(params)
+    (_, out_ref), g_ref = jax.value_and_grad(lambda p: loss(ref, p), has_aux=True)(params)
+    assert_close(out_new, out_ref, rtol=1e-5, atol=1e-6)
+    assert_close(g_new, g_ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kernel_size", "padding"), [(2, "VALID"), (3, "SAME")])
+def test_im2col_convolution_gives_the_cnns_outputs_and_gradients(kernel_size, padding):
+    model = CNN(channels=(4, 6), kernel_size=kernel_size, padding=padding, dense_dims=(8,))
+    x = jax.random.normal(jax.random.key(0), (3, 12, 12, 3))
+    params = model.init(jax.random.key(1), x, train=False)
+
+    def loss(p):
+        return jnp.sum(jnp.sin(model.apply(p, x, train=False)))
+
+    ref = jax.value_and_grad(loss)(params)
+    with bench_variants.im2col_conv():
+        new = jax.value_and_grad(loss)(params)
+    assert_close(new, ref, rtol=1e-5, atol=1e-6)
+    strided = nn.Conv(5, (3, 3), strides=2, padding="SAME")
+    p = strided.init(jax.random.key(2), x)
+    with bench_variants.im2col_conv():
+        y = strided.apply(p, x)
+    assert_close(y, strided.apply(p, x), rtol=1e-5, atol=1e-6)
+
+
+def test_benchmark_runs_one_tiny_model_beside_its_peers(mnist_data_dir, tmp_path, capsys):
+    from scripts import benchmark
+
+    peers = [p for p, module in (("torch", "torch"), ("keras", "keras")) if _importable(module)]
+    out = tmp_path / "bench.json"
+    code = benchmark.main(["--models", "mlp", "--tiny", "--repeats", "1", "--window", "0.01", "--no-write",
+                           "--peers", *peers, "--override", f"data.data_dir={mnist_data_dir}", "--json", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| mlp (`model=mlp`) | 16 |" in printed
+    import json
+
+    record = json.loads(out.read_text())
+    results = record["rows"][0]["results"]
+    assert {"jaxdl", *(benchmark.PEER_COLUMNS[p] for p in peers)} <= set(results)
+    assert all(r["step_s"] > 0 and r["compile_s"] > 0 for r in results.values())
+
+
+def _importable(name: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(name) is not None
