@@ -26,15 +26,20 @@ class DataConfig:
     eval_split: str = "test"
     train_limit: Optional[int] = None  # first N training examples only (quick runs)
     eval_limit: Optional[int] = None  # first N eval examples only
+    streaming: bool = False  # read training batches from the array_record files on demand (same batches as in memory)
+    num_workers: int = 0  # streaming: grain reader processes (0: one background thread)
+    prefetch_batches: int = 2  # streaming: batches each reader keeps ready
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "constant"  # constant | cosine | piecewise
+    name: str = "constant"  # constant | cosine | piecewise | triangular
     warmup_steps: int = 0  # linear warmup from 0, optimizer steps
+    warmup_offset: int = 0  # warmup rate at step s: peak * (s + offset) / (warmup_steps + offset); nanoGPT: 1
     end_factor: float = 0.0  # cosine: final rate as a fraction of the peak
     boundaries_epochs: list[int] = field(default_factory=list)  # piecewise: epochs where the rate is multiplied
     decay_factor: float = 0.1  # piecewise: the multiplier
+    start_factor: float = 0.0  # triangular: initial rate as a fraction of the peak (reached at warmup_steps)
 
 
 @dataclass
@@ -46,7 +51,7 @@ class OptimizerConfig:
     eps: float = 1e-8
     momentum: float = 0.9  # sgd / rmsprop
     nesterov: bool = False
-    weight_decay: float = 0.0  # adamw, decoupled, per step relative to the rate
+    weight_decay: float = 0.0  # adamw: decoupled, per step relative to the rate; sgd: added to the gradient (PyTorch's)
     decay_min_ndim: int = 0  # adamw: decay only parameters with at least this many axes (2: not biases/norms)
     grad_clip_norm: Optional[float] = None  # clip the global gradient norm to this
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -74,6 +79,8 @@ class TrainerConfig:
     nan_guard: bool = True
     progress: bool = True
     artifacts: bool = True
+    prefetch_to_device: int = 0  # batches put on the devices ahead of the step (0: off)
+    diagnostics_every_steps: int = 0  # per-layer gradient norms and dead units every N steps (0: off)
     tensorboard: bool = True
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 
@@ -209,6 +216,7 @@ class CNNModelConfig:
     padding: str = "VALID"  # VALID | SAME
     pool: str = "max"  # max | avg | none
     pool_size: int = 2  # pixels, window and stride
+    pool_first: bool = False  # pool after each block's first convolution (airbench's order)
     batch_norm: bool = False
     batch_norm_momentum: float = 0.9
     conv_dropout_rate: float = 0.0  # after each block
@@ -238,6 +246,39 @@ class ClassificationTaskConfig:
     normalize_mean: Optional[list[float]] = None  # per-channel mean in [0, 1] pixel units
     normalize_std: Optional[list[float]] = None  # per-channel standard deviation in [0, 1] pixel units
     class_names: Optional[list[str]] = None  # labels of the confusion-matrix picture
+    label_smoothing: float = 0.0  # training targets (1 - a) one_hot + a / K
+    tta_level: int = 0  # final-evaluation test-time augmentation: 0 none, 1 mirror, 2 mirror + 1-pixel shifts
+
+
+@dataclass
+class Airbench94ModelConfig:
+    name: str = "airbench94"
+    widths: list[int] = field(default_factory=lambda: [64, 256, 256])  # output channels of the three ConvGroups
+    whiten_kernel_size: int = 2  # pixels
+    batch_norm_momentum: float = 0.6  # running-average decay (PyTorch momentum 0.4)
+    batch_norm_eps: float = 1e-12
+    scaling_factor: float = 0.1111111111111111  # multiplies the logits (1/9)
+    num_outputs: int = 10
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+
+@dataclass
+class AirbenchTaskConfig(ClassificationTaskConfig):
+    name: str = "airbench"
+    batch_size: int = MISSING  # global training batch; the loss is summed over it (${data.batch_size})
+    total_steps: Optional[int] = None  # run length in optimizer steps (${trainer.max_steps}); None: epochs
+    epochs: Optional[int] = None  # used when total_steps is None (${trainer.epochs})
+    weight_decay: float = 1.3623652173913043  # PyTorch SGD weight_decay of kernels: 0.0153 * 1024 / 11.5
+    bias_scaler: float = 64.0  # BatchNorm biases: step x this, weight decay / this
+    whiten_bias_epochs: int = 3  # epochs the whitening bias trains before it is frozen
+    whiten_images: int = 5000  # first N training images whose patch covariance gives the whitening filters
+    whiten_eps: float = 5e-4  # added to the covariance eigenvalues
+    flip: bool = True  # alternating flips (random once per run, all mirrored every odd epoch)
+    translate: int = 2  # random shifts up to this many pixels (reflect padding)
+    lookahead: bool = True  # lookahead average of weights every 5 steps
+    label_smoothing: float = 0.2
+    tta_level: int = 2
 
 
 @dataclass
@@ -304,6 +345,32 @@ class RBMTaskConfig:
 
 
 @dataclass
+class GANModelConfig:
+    name: str = "gan"
+    latent_dim: int = 100  # Z, noise width (Radford et al. 2016: 100)
+    image_shape: list[int] = field(default_factory=lambda: [28, 28, 1])  # H, W, C (H and W divisible by 4)
+    channels: list[int] = field(default_factory=lambda: [64, 32])  # generator widths at H/4 and H/2, mirrored in D
+    discriminator_norm: str = "batch"  # batch (DCGAN) | layer | none (wgan_gp needs layer or none)
+    leaky_slope: float = 0.2  # discriminator LeakyReLU negative slope
+    batch_norm_momentum: float = 0.9  # running-average decay of the batch statistics
+    dtype: str = "float32"
+    param_dtype: str = "float32"
+
+
+@dataclass
+class GANTaskConfig:
+    name: str = "gan"
+    loss: str = "non_saturating"  # non_saturating | minimax | least_squares | hinge | wgan_gp
+    n_critic: int = 1  # discriminator updates per generator update (WGAN-GP: 5)
+    gp_weight: float = 10.0  # lambda of the WGAN-GP gradient penalty
+    d_learning_rate_multiplier: float = 1.0  # D's step size / G's (TTUR when != 1)
+    num_sample_images: int = 64  # images per samples/epoch_NNN.png, from the same noise every epoch
+    sample_seed: int = 0  # that noise, and the noise of the final FID samples
+    fid_classifier: Optional[str] = None  # run dir of a classifier on the same data: final eval/fid (None: off)
+    fid_samples: int = 10000  # generated images for that FID
+
+
+@dataclass
 class Config:
     seed: int = 0
     compilation_cache_dir: Optional[str] = None  # persistent XLA cache (None: off)
@@ -331,6 +398,8 @@ def register() -> None:
     cs.store(group="model", name="autoencoder_schema", node=AutoencoderModelConfig)
     cs.store(group="model", name="rbm_schema", node=RBMModelConfig)
     cs.store(group="task", name="classification_schema", node=ClassificationTaskConfig)
+    cs.store(group="model", name="airbench94_schema", node=Airbench94ModelConfig)
+    cs.store(group="task", name="airbench_schema", node=AirbenchTaskConfig)
     cs.store(group="task", name="regression_schema", node=RegressionTaskConfig)
     cs.store(group="task", name="autoencoder_schema", node=AutoencoderTaskConfig)
     cs.store(group="task", name="rbm_schema", node=RBMTaskConfig)
@@ -340,3 +409,5 @@ def register() -> None:
     cs.store(group="model", name="rnn_schema", node=RNNModelConfig)
     cs.store(group="task", name="language_model_schema", node=LanguageModelTaskConfig)
     cs.store(group="task", name="trace_classification_schema", node=TraceClassificationTaskConfig)
+    cs.store(group="model", name="gan_schema", node=GANModelConfig)
+    cs.store(group="task", name="gan_schema", node=GANTaskConfig)

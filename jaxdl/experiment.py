@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxdl.data import sequences, sources
 from jaxdl.data.pipeline import ArrayLoader
+from jaxdl.data.streaming import StreamingLoader
 from jaxdl.metrics.writers import MetricWriter
 from jaxdl.models import MODELS
 from jaxdl.provenance import environment, manifest
@@ -67,6 +68,43 @@ def build_task(name: str, model: nn.Module, **settings: Any) -> Task:
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; choose one of {sorted(TASKS)}.")
     return _construct("Task", TASKS[name], settings, model)
+
+
+def _streaming_loader(
+    data: Mapping[str, Any], builder: Any, objective: Task, seed: int, process: Mapping[str, int]
+) -> StreamingLoader | None:
+    """The training split as a `StreamingLoader` when `data.streaming` is set, else None.
+
+    Only the training split streams; the evaluation split is read into memory
+    (tasks draw their pictures from it).
+
+    Raises:
+      ValueError: the dataset is cut into windows in memory, or the task
+        prepares the whole training split in memory; both need data.streaming=false.
+    """
+    if not data.get("streaming"):
+        return None
+    if data["name"] in sequences.EXAMPLES:
+        raise ValueError(
+            f"data.streaming=true reads records as they are stored, but {data['name']} is cut into windows in memory "
+            "(jaxdl.data.sequences); set data.streaming=false."
+        )
+    if type(objective).prepare_train_split is not Task.prepare_train_split:
+        raise ValueError(
+            f"Task {type(objective).__name__} prepares the whole training split in memory (prepare_train_split); "
+            "set data.streaming=false."
+        )
+    return StreamingLoader(
+        builder.as_data_source(split=data.get("train_split", "train")),
+        data["batch_size"],
+        shuffle=True,
+        seed=seed,
+        drop_remainder=True,
+        limit=data.get("train_limit"),
+        num_workers=data.get("num_workers", 0),
+        prefetch_batches=data.get("prefetch_batches", 2),
+        **process,
+    )
 
 
 def write_json(path: pathlib.Path, payload: Mapping[str, Any]) -> None:
@@ -125,7 +163,12 @@ def run(
     objective = build_task(task_settings.pop("name"), module, **task_settings)
 
     builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
-    train_arrays = sources.load_arrays(builder, data.get("train_split", "train"), limit=data.get("train_limit"))
+    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
+    streamed = _streaming_loader(data, builder, objective, seed, process)  # None: the split is read into memory
+    if streamed is not None:
+        train_arrays = streamed.example()  # one record: shapes for init; batches are read while training
+    else:
+        train_arrays = sources.load_arrays(builder, data.get("train_split", "train"), limit=data.get("train_limit"))
     eval_arrays = sources.load_arrays(builder, data.get("eval_split", "test"), limit=data.get("eval_limit"))
     dataset = sources.describe(builder)
     if is_main:
@@ -140,8 +183,9 @@ def run(
     train_arrays = objective.prepare_train_split(train_arrays)
     eval_arrays = objective.prepare_eval_split(eval_arrays)
     devices = parallel.select_devices(trainer.pop("num_devices", None))
-    process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    train_loader = ArrayLoader(train_arrays, data["batch_size"], shuffle=True, seed=seed, drop_remainder=True, **process)
+    train_loader = streamed or ArrayLoader(
+        train_arrays, data["batch_size"], shuffle=True, seed=seed, drop_remainder=True, **process
+    )
     eval_loader = ArrayLoader(
         eval_arrays, data.get("eval_batch_size") or data["batch_size"], shuffle=False, drop_remainder=False, **process
     )

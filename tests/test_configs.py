@@ -76,3 +76,13 @@ def test_wrongly_typed_value_fails_at_composition():
 def test_misspelled_key_fails_at_composition():
     with pytest.raises(ConfigCompositionException, match="epochz"):
         compose_with("trainer.epochz=3")
+
+
+def test_airbench94_experiment_carries_the_scripts_hyperparameters():
+    cfg = compose_with("experiment=cifar10_airbench94")
+    assert cfg.model.name == "airbench94" and cfg.task.name == "airbench" and cfg.data.name == "cifar10"
+    assert cfg.data.batch_size == 1024 and cfg.task.batch_size == 1024
+    assert cfg.trainer.max_steps == cfg.task.total_steps == 476  # ceil(50000 // 1024 * 9.9)
+    assert cfg.optimizer.name == "sgd" and cfg.optimizer.nesterov and cfg.optimizer.momentum == 0.85
+    assert abs(cfg.optimizer.learning_rate - 11.5 / (1024 * (1 + 1 / (1 - 0.85)))) < 1e-12
+    assert cfg.optimizer.schedule.name == "triangular" and cfg.optimizer.schedule.warmup_steps == int(0.23 * 476)

@@ -2,8 +2,10 @@
 
 import flax.linen as nn
 
+from jaxdl.models.airbench import Airbench94
 from jaxdl.models.cnn import CNN
 from jaxdl.models.autoencoder import Autoencoder
+from jaxdl.models.gan import DCGAN
 from jaxdl.models.mlp import MLP
 from jaxdl.models.rbm import RBM
 from jaxdl.models.rnn import RNNLM
@@ -13,11 +15,13 @@ from jaxdl.models.vae import VAE
 MODELS: dict[str, type[nn.Module]] = {
     "vae": VAE,
     "cnn": CNN,
+    "airbench94": Airbench94,
     "mlp": MLP,
     "autoencoder": Autoencoder,
     "rbm": RBM,
     "transformer": Transformer,
     "rnn": RNNLM,
+    "gan": DCGAN,
 }
 
-__all__ = ["CNN", "MODELS", "MLP", "RBM", "Autoencoder", "RNNLM", "Transformer", "VAE"]
+__all__ = ["Airbench94", "CNN", "DCGAN", "MODELS", "MLP", "RBM", "Autoencoder", "RNNLM", "Transformer", "VAE"]

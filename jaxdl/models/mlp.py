@@ -84,6 +84,7 @@ class MLP(nn.Module):
                     param_dtype=self.param_dtype,
                 )(h)
             h = act(h)
+            self.sow("intermediates", "activations", h)  # [B, width]; kept only if "intermediates" is mutable
             if self.dropout_rate > 0.0:
                 keys = None if example_keys is None else layer_keys(example_keys, i)
                 h = ExampleDropout(self.dropout_rate)(h, keys, deterministic=not train)

@@ -51,7 +51,8 @@ import optax
 from jaxdl.data.sequences import ATTACK, HOLDOUT, TEST_NORMAL, decode_text, encode_text, trace_windows
 from jaxdl.metrics import anomaly
 from jaxdl.tasks.base import Batch, Metrics, Task
-from jaxdl.training.parallel import example_keys, psum
+from jaxdl.training import diagnostics
+from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 
 SCORES = ("mean", "max_window")
@@ -222,6 +223,44 @@ class LanguageModelTask(Task):
             "grad_norm": optax.tree.norm(grads),
         }
         return state.apply_gradients(grads=grads), metrics
+
+    #: Distances from the last position (in tokens) whose gradient norms `diagnostics` logs.
+    diagnostic_distances: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
+
+    def diagnostics(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+        """Gradient diagnostics of this step's batch before its update; evaluation-mode forward (no dropout).
+
+        Returns flat float32 scalars (see `jaxdl.training.diagnostics`):
+          diag/grad_norm/<module>: norm of each module's gradient of the mean
+            next-token NLL over the batch's valid positions (the training loss).
+          diag/time_grad_norm/d<k>: norm of the gradient of the last
+            position's mean NLL with respect to the token embedding k positions
+            earlier, averaged over the examples (and devices); vanishing
+            gradients make it fall geometrically with k (Pascanu et al. 2013).
+        """
+        del key
+        if getattr(self.model, "num_classes", None) is not None:
+            raise ValueError("LanguageModelTask.diagnostics needs next-token logits [B, T, V]; this model classifies.")
+        weights = self._weights(batch)
+        count = jnp.maximum(psum(weights.sum(), axis_name), 1.0)
+
+        def loss_fn(params):
+            logits = self.logits(params, batch["tokens"], train=False)
+            return jnp.sum(optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"]) * weights) / count
+
+        grads = psum(jax.grad(loss_fn)(state.params), axis_name)
+        last = weights[:, -1]  # [B]
+        last_count = jnp.maximum(psum(last.sum(), axis_name), 1.0)
+
+        def last_loss(delta):
+            with diagnostics.perturb_embedding(delta):
+                logits = self.model.apply({"params": state.params}, batch["tokens"], train=False)  # [B, T, V]
+            nll = optax.softmax_cross_entropy_with_integer_labels(logits[:, -1], batch["targets"][:, -1])  # [B]
+            return jnp.sum(nll * last) / last_count
+
+        shape = diagnostics.embedding_shape(state.params, batch["tokens"].shape)
+        time_norms = pmean(diagnostics.time_step_grad_norms(last_loss, shape), axis_name)  # [T]
+        return diagnostics.summarize(grads, time_norms=time_norms, distances=self.diagnostic_distances)
 
     def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
         """Sums over the batch's valid positions: `nll_sum` (nats), `correct_sum` and `count`.

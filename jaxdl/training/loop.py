@@ -57,6 +57,12 @@ class LoopConfig:
       progress: show a progress bar on the console.
       artifacts: let the task write its pictures each evaluation.
       backend: "shard_map" or "pmap" (see `jaxdl.training.parallel`).
+      prefetch_to_device: batches copied to the devices ahead of the step
+        that uses them (0: each batch is copied when its step starts).
+      diagnostics_every_steps: every N steps, before the update, run the
+        task's `diagnostics` step (per-layer gradient norms, dead units; see
+        `jaxdl.training.diagnostics`) on that step's batch and log its
+        "diag/..." values (0: off; the train step is the same program either way).
     """
 
     epochs: int
@@ -73,6 +79,8 @@ class LoopConfig:
     progress: bool = True
     artifacts: bool = True
     backend: str = "shard_map"
+    prefetch_to_device: int = 0
+    diagnostics_every_steps: int = 0
 
     def total_steps(self, steps_per_epoch: int) -> int:
         """Optimizer steps of the whole run."""
@@ -87,6 +95,8 @@ class LoopConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{name}={value} must be at least 1 (or null).")
+        if self.prefetch_to_device < 0 or self.diagnostics_every_steps < 0:
+            raise ValueError("trainer.prefetch_to_device and trainer.diagnostics_every_steps must be >= 0 (0: off).")
         if self.mode not in ("min", "max"):
             raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max'.")
 
@@ -154,7 +164,8 @@ def fit(
       dict with "metrics" (last eval plus the task's final evaluation),
       "best" (monitor value and step), "steps", "epochs", "stopped_early",
       "wall_time_s" (training and evaluation, summed over resumed segments),
-      "train_examples_per_s", "first_step_s" (compile plus one step) and
+      "train_examples_per_s", "train_time_s" (seconds in training steps after the
+      first, this segment; no evaluation), "first_step_s" (compile plus one step) and
       "resumed_from" (step or None).
 
     Raises:
@@ -177,6 +188,11 @@ def fit(
     replicated = parallel.replicate(state, devices)
     train_step = parallel.data_parallel(task.train_step, devices, backend=config.backend, donate_state=True)
     eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend)
+    diagnose = None  # compiled separately, so the train step is the same program with diagnostics off
+    if config.diagnostics_every_steps:
+        if not hasattr(task, "diagnostics"):
+            raise ValueError(f"{type(task).__name__} has no diagnostics step; set trainer.diagnostics_every_steps=0.")
+        diagnose = parallel.data_parallel(task.diagnostics, devices, backend=config.backend)
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
@@ -259,8 +275,13 @@ def fit(
             pending: list = []
             window_start = time.perf_counter()
             evaluated = False
-            for batch in train_loader.epoch(epoch, start_step=offset):
-                replicated, metrics = train_step(replicated, parallel.shard(batch, n), train_key)
+            batches = (parallel.shard(b, n) for b in train_loader.epoch(epoch, start_step=offset))
+            for batch in parallel.prefetch_to_device(batches, config.prefetch_to_device, devices):
+                if diagnose is not None and step % config.diagnostics_every_steps == 0:
+                    values = jax.device_get(diagnose(replicated, batch, train_key))  # before the donating step
+                    if writer is not None:
+                        writer.write(step, {k: float(v[0]) for k, v in values.items()})
+                replicated, metrics = train_step(replicated, batch, train_key)
                 step += 1
                 bar.update(1)
                 if first_step_s is None:  # compilation; kept out of the throughput figures
@@ -311,15 +332,23 @@ def fit(
         if writer is not None:
             writer.write(step, extra)
     final_eval_s = time.perf_counter() - t_final
+    wall_time_s = progress_state.elapsed_s + time.perf_counter() - t0
+    if config.progress or writer is not None:
+        print(
+            f"wall time {wall_time_s:.1f} s: training steps {train_time:.1f} s after a first step (with compilation) of "
+            f"{first_step_s or 0.0:.1f} s; evaluation and checkpoints the rest",
+            file=sys.stderr,
+        )
     return {
         "metrics": final_metrics,
         "best": {"metric": config.monitor, "value": progress_state.best, "step": progress_state.best_step},
         "steps": step,
         "epochs": step / steps_per_epoch,
         "stopped_early": progress_state.stopped_early,
-        "wall_time_s": progress_state.elapsed_s + time.perf_counter() - t0,
+        "wall_time_s": wall_time_s,
         "final_evaluation_s": final_eval_s,
         "train_examples_per_s": examples / train_time if train_time > 0 else None,
+        "train_time_s": train_time,
         "first_step_s": first_step_s,
         "resumed_from": resumed_from,
     }

@@ -23,8 +23,9 @@ Two backends give the same per-device program and the same numbers:
 
 from __future__ import annotations
 
+import collections
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import jax
@@ -149,6 +150,28 @@ def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray
         return x.reshape(num_shards, x.shape[0] // num_shards, *x.shape[1:])
 
     return {k: split(v) for k, v in batch.items()}
+
+
+def prefetch_to_device(batches: Iterable[T], size: int, devices: Sequence[jax.Device]) -> Iterator[T]:
+    """Copies sharded batches ([N, B / N, ...] leaves) to the devices `size` batches ahead of their use.
+
+    `jax.device_put` is asynchronous, so the copy of the next batches overlaps
+    the running step. Each leaf is placed with its leading axis split over
+    `devices` (the layout the mapped steps take). With `size` 0, or across
+    several processes (each holds only its own slice of the global batch),
+    the batches pass through unchanged and are copied when their step starts.
+    """
+    if size <= 0 or jax.process_count() > 1:
+        yield from batches
+        return
+    sharding = NamedSharding(_mesh(devices), P(AXIS_NAME))
+    queue: collections.deque = collections.deque()
+    for batch in batches:
+        queue.append(jax.device_put(batch, sharding))
+        if len(queue) > size:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
 
 
 def pmean(tree: T, axis_name: str | None) -> T:
