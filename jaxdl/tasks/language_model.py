@@ -117,6 +117,41 @@ def sample_logits(key: jax.Array, logits: jax.Array, temperature: float, top_k: 
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
+
+def cross_entropy_update(
+    state: TrainState, logits_fn, labels: jax.Array, weights: jax.Array, axis_name: str | None
+) -> tuple[TrainState, Metrics]:
+    """One update on the weighted mean cross-entropy over the global batch.
+
+    Each device divides its summed loss by the global weight total and the
+    gradients are summed over `axis_name`, so the update is that of the
+    global mean however the batch is split.
+
+    Args:
+      logits_fn: params -> float logits [..., K].
+      labels: int [...] class (or next-token) ids.
+      weights: float [...] per-position weights (0 leaves a position out).
+
+    Returns:
+      the updated state and float32 metrics: "loss" (nats), "accuracy", "grad_norm".
+    """
+    count = jnp.maximum(psum(weights.sum(), axis_name), 1.0)
+
+    def loss_fn(params):
+        logits = logits_fn(params)
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, labels)  # [...] nats
+        return jnp.sum(nll * weights) / count, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    grads = psum(grads, axis_name)
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    metrics = {
+        "loss": psum(loss, axis_name),
+        "accuracy": psum(jnp.sum(correct * weights), axis_name) / count,
+        "grad_norm": optax.tree.norm(grads),
+    }
+    return state.apply_gradients(grads=grads), metrics
+
 class LanguageModelTask(Task):
     """Trains a causal model by next-token cross-entropy; samples text; scores traces.
 
@@ -204,25 +239,11 @@ class LanguageModelTask(Task):
         positions and the gradients are summed, so the update is that of the
         global mean however the batch is split.
         """
-        dropout_key = jax.random.fold_in(key, state.step)
-        keys = example_keys(dropout_key, batch["index"])
-        weights = self._weights(batch)
-        count = jnp.maximum(psum(weights.sum(), axis_name), 1.0)
-
-        def loss_fn(params):
-            logits = self.logits(params, batch["tokens"], train=True, keys=keys)
-            nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["targets"])  # [B, T] nats
-            return jnp.sum(nll * weights) / count, logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads = psum(grads, axis_name)
-        correct = (jnp.argmax(logits, -1) == batch["targets"]).astype(jnp.float32)
-        metrics = {
-            "loss": psum(loss, axis_name),
-            "accuracy": psum(jnp.sum(correct * weights), axis_name) / count,
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.apply_gradients(grads=grads), metrics
+        keys = example_keys(jax.random.fold_in(key, state.step), batch["index"])
+        return cross_entropy_update(
+            state, lambda params: self.logits(params, batch["tokens"], train=True, keys=keys),
+            batch["targets"], self._weights(batch), axis_name,
+        )
 
     #: Distances from the last position (in tokens) whose gradient norms `diagnostics` logs.
     diagnostic_distances: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)

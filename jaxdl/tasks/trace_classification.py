@@ -27,7 +27,7 @@ import optax
 
 from jaxdl.data.sequences import HOLDOUT
 from jaxdl.tasks.base import Batch, Metrics
-from jaxdl.tasks.language_model import LanguageModelTask
+from jaxdl.tasks.language_model import LanguageModelTask, cross_entropy_update
 from jaxdl.training.parallel import example_keys, psum
 from jaxdl.training.state import TrainState
 
@@ -70,23 +70,10 @@ class TraceClassificationTask(LanguageModelTask):
     ) -> tuple[TrainState, Metrics]:
         """One update on the mean window cross-entropy over the global batch (summed gradients, global count)."""
         keys = example_keys(jax.random.fold_in(key, state.step), batch["index"])
-        weights = self._window_weights(batch)
-        count = jnp.maximum(psum(weights.sum(), axis_name), 1.0)
-
-        def loss_fn(params):
-            logits = self.class_logits(params, batch, train=True, keys=keys)
-            nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])  # [B] nats
-            return jnp.sum(nll * weights) / count, logits
-
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-        grads = psum(grads, axis_name)
-        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-        metrics = {
-            "loss": psum(loss, axis_name),
-            "accuracy": psum(jnp.sum(correct * weights), axis_name) / count,
-            "grad_norm": optax.tree.norm(grads),
-        }
-        return state.apply_gradients(grads=grads), metrics
+        return cross_entropy_update(
+            state, lambda params: self.class_logits(params, batch, train=True, keys=keys),
+            batch["label"], self._window_weights(batch), axis_name,
+        )
 
     def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
         """Cross-entropy sums over held-out normal windows; per-window P(attack) x calls for the trace scores."""
