@@ -29,6 +29,7 @@ register_resolvers()
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and TFDS log every file they touch at INFO
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "Unable to initialize backend" on CPU
     settings = OmegaConf.to_container(cfg, resolve=True)
     run_dir = HydraConfig.get().runtime.output_dir
     os.environ.update({k: str(v) for k, v in (settings.get("env") or {}).items()})  # before JAX starts
