@@ -10,7 +10,9 @@ jaxdl, for the same classifier checkpoint, and nothing else.
 
   --run RUN_DIR   a finished GAN or VAE run on the same dataset; its latest
                   checkpoint (or `--step`) is restored. GAN: generator samples
-                  in evaluation mode, mapped from [-1, 1] to [0, 1]. VAE: prior
+                  in evaluation mode, mapped from [-1, 1] to [0, 1], from the
+                  averaged generator where the run keeps one (`task.ema_decay`;
+                  `--current-generator` for the current one). VAE: prior
                   samples z ~ N(0, I) decoded to Bernoulli means sigmoid(logits).
   --train-vs-test `--num-samples` training images drawn without replacement
                   (seed `--seed`) against the test split: the floor a perfect
@@ -39,7 +41,9 @@ from jaxdl.tasks.gan import GANTask
 from jaxdl.tasks.vae import VAETask
 
 
-def generated_images(run_dir: str, num: int, seed: int, step: int | None = None) -> tuple[np.ndarray, dict]:
+def generated_images(
+    run_dir: str, num: int, seed: int, step: int | None = None, averaged: bool = True
+) -> tuple[np.ndarray, dict]:
     """`num` images float32 [N, H, W, C] in [0, 1] from a GAN or VAE run, and a description of the source.
 
     Raises:
@@ -50,8 +54,9 @@ def generated_images(run_dir: str, num: int, seed: int, step: int | None = None)
     restored = restore(run_dir, {"image": np.zeros((1, *shape), np.uint8), "label": np.zeros((1,), np.int32)}, step=step)
     task, state = restored.task, restored.state
     if isinstance(task, GANTask):
-        images = task.sample(state, num, seed=seed)
-        how = "GAN generator samples (evaluation mode), (x + 1) / 2"
+        images = task.sample(state, num, seed=seed, averaged=averaged)
+        which = "averaged" if averaged and state.g_ema is not None else "current"
+        how = f"GAN samples of the {which} generator (evaluation mode), (x + 1) / 2"
     elif isinstance(task, VAETask):
         from jaxdl.tasks.vae import _decode
 
@@ -80,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0, help="noise of the samples, choice of training images")
     parser.add_argument("--step", type=int, default=None, help="checkpoint step of every --run (default: latest)")
+    parser.add_argument(
+        "--current-generator", action="store_true", help="GAN runs: sample the current generator, not the averaged one"
+    )
     parser.add_argument("--out", default=None, help="append one JSON record per score to this file")
     args = parser.parse_args(argv)
     if not args.run and not args.train_vs_test:
@@ -120,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             source = {"run": None, "model": "training images", "dataset": data["name"], "checkpoint": None,
                       "samples": f"{args.num_samples} training images drawn without replacement (seed {args.seed})"}
         else:
-            images, source = generated_images(what, args.num_samples, args.seed, args.step)
+            images, source = generated_images(
+                what, args.num_samples, args.seed, args.step, averaged=not args.current_generator
+            )
             if source["dataset"] != data["name"]:
                 print(f"{what} trained on {source['dataset']} but the classifier on {data['name']}.", file=sys.stderr)
                 return 2

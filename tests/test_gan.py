@@ -149,6 +149,30 @@ def test_eval_step_sums_and_samples():
     np.testing.assert_array_equal(images, task.sample(state, 5, seed=1))
 
 
+def test_averaged_generator_follows_the_warmed_up_decay():
+    with pytest.raises(ValueError, match="task.ema_decay"):
+        GANTask(DCGAN(**TINY), ema_decay=1.0)
+    assert _state(GANTask(DCGAN(**TINY))).g_ema is None  # off by default in the class
+    task = GANTask(DCGAN(**TINY), ema_decay=0.9)
+    state = _state(task)
+    step = jax.jit(task.train_step)
+    expected = {"params": state.g.params, "batch_stats": state.g.batch_stats}
+    for t in range(3):  # decay min(0.9, (1 + t) / (10 + t)): 0.1, 0.1818..., 0.25
+        state, _ = step(state, _batch(seed=t), jax.random.key(0))
+        decay = min(0.9, (1 + t) / (10 + t))
+        current = {"params": state.g.params, "batch_stats": state.g.batch_stats}
+        expected = jax.tree.map(lambda e, c: decay * e + (1 - decay) * c, expected, current)
+        assert_close(state.g_ema, expected, rtol=1e-5, atol=1e-6)
+    averaged, current = task.sample(state, 4, seed=0), task.sample(state, 4, seed=0, averaged=False)
+    assert not np.allclose(averaged, current)
+    np.testing.assert_array_equal(current, _generate_current(task, state, 4))
+
+
+def _generate_current(task: GANTask, state: GANState, num: int) -> np.ndarray:
+    z = jax.random.normal(jax.random.key(0), (num, task.model.latent_dim))
+    return np.asarray(gan_lib._generate_unit(task.model, state.g.params, state.g.batch_stats, z))
+
+
 def _fit(task: GANTask, run_dir: pathlib.Path, epochs: int):
     arrays = {"image": _batch(32, seed=1)["image"]}
     devices = parallel.select_devices(2)
@@ -171,11 +195,12 @@ def _fit(task: GANTask, run_dir: pathlib.Path, epochs: int):
 
 
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path):
-    task = GANTask(DCGAN(**TINY))
+    task = GANTask(DCGAN(**TINY), ema_decay=0.999)
     straight = _fit(task, tmp_path / "straight", epochs=2)
     _fit(task, tmp_path / "resumed", epochs=1)
     resumed = _fit(task, tmp_path / "resumed", epochs=2)  # same folder: continues from step 4
     assert int(resumed.step) == int(straight.step) == 8
+    assert resumed.g_ema is not None
     assert_close(resumed, straight)
 
 
@@ -193,6 +218,7 @@ def test_model_gan_config_composes_and_builds():
     cfg = compose_with("model=gan")
     assert (cfg.task.name, cfg.data.name, cfg.model.name) == ("gan", "mnist", "gan")
     assert cfg.optimizer.learning_rate == pytest.approx(2e-4) and cfg.optimizer.b1 == pytest.approx(0.5)
+    assert cfg.task.ema_decay == pytest.approx(0.999)
     build(cfg)
     cfg = compose_with("model=gan", "data=fashion_mnist", "task.loss=wgan_gp", "model.discriminator_norm=layer", "task.n_critic=5")
     assert cfg.data.name == "fashion_mnist" and cfg.task.n_critic == 5

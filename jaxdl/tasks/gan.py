@@ -25,6 +25,16 @@ Both are updated by the optimizer of the `optimizer` config group (DCGAN: Adam
 2e-4, beta1 0.5), each with its own optimizer state; D's step size is
 multiplied by `d_learning_rate_multiplier` (TTUR, Heusel et al. 2017, when != 1).
 
+Generator averaging (`ema_decay` > 0, default 0.999): the state also keeps an
+exponential moving average of the generator's parameters and batch statistics
+(`GANState.g_ema`), updated after every generator update with decay
+min(ema_decay, (1 + t) / (10 + t)) at update t (the warm-up of TensorFlow's
+`ExponentialMovingAverage(num_updates=...)`). Sample pictures and FID come
+from the averaged generator, as in Yazici et al. 2019, "The Unusual
+Effectiveness of Averaging in GAN Training" (arXiv:1806.04498) and Karras et
+al. 2018 (arXiv:1710.10196); the game itself (both updates, D's metrics) uses
+the current generator. `sample(..., averaged=False)` gives the current one.
+
 Random streams, folded from the loop's key and the step: for D update i the
 noise `fold(step, i)` and (WGAN-GP) the interpolation weight `fold(step, i) + 1`,
 for the G update `fold(step, n_critic)`, each drawn per example from the
@@ -175,16 +185,25 @@ class GANState(flax.struct.PyTreeNode):
       step: int32 scalar, generator updates so far (the loop's step).
       g: the generator's TrainState (params, batch_stats, opt_state, own step).
       d: the discriminator's TrainState (its step counts D updates).
+      g_ema: the averaged generator {"params": ..., "batch_stats": ...} (same
+        structure as `g`'s), or None when the task's `ema_decay` is 0.
     """
 
     step: jax.Array
     g: TrainState
     d: TrainState
+    g_ema: dict[str, Any] | None = None
 
     @property
     def params(self) -> dict[str, Any]:
         """Both networks' parameters, {"generator": ..., "discriminator": ...}."""
         return {"generator": self.g.params, "discriminator": self.d.params}
+
+    def generator(self, averaged: bool = True) -> tuple[Any, Any]:
+        """(params, batch_stats) of the averaged generator when kept and `averaged`, else of the current one."""
+        if averaged and self.g_ema is not None:
+            return self.g_ema["params"], self.g_ema["batch_stats"]
+        return self.g.params, self.g.batch_stats
 
 
 def _variables(name: str, params: Any, batch_stats: Any) -> dict[str, Any]:
@@ -208,6 +227,8 @@ class GANTask(Task):
       n_critic: discriminator updates per generator update.
       gp_weight: lambda of the WGAN-GP gradient penalty (paper: 10).
       d_learning_rate_multiplier: D's step size relative to G's (1: equal, as in DCGAN).
+      ema_decay: decay of the averaged generator used for samples and FID, in [0, 1);
+        0 keeps no average (samples come from the current generator).
       num_sample_images: images in `samples/epoch_NNN.png`, drawn from the same
         noise (seed `sample_seed`) every epoch.
       fid_classifier: folder of a finished classification run on the same
@@ -231,6 +252,7 @@ class GANTask(Task):
         n_critic: int = 1,
         gp_weight: float = 10.0,
         d_learning_rate_multiplier: float = 1.0,
+        ema_decay: float = 0.0,
         num_sample_images: int = 64,
         sample_seed: int = 0,
         fid_classifier: str | None = None,
@@ -240,6 +262,8 @@ class GANTask(Task):
             raise ValueError(f"task.loss={loss!r}; choose one of {sorted(LOSSES)}.")
         if n_critic < 1:
             raise ValueError(f"task.n_critic={n_critic} must be at least 1.")
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"task.ema_decay={ema_decay} must be in [0, 1); 0 turns generator averaging off.")
         if loss == "wgan_gp" and model.discriminator_norm == "batch":
             raise ValueError(
                 "task.loss=wgan_gp penalises each example's gradient, which batch norm in the discriminator mixes "
@@ -250,6 +274,7 @@ class GANTask(Task):
         self.n_critic = n_critic
         self.gp_weight = gp_weight
         self.d_learning_rate_multiplier = d_learning_rate_multiplier
+        self.ema_decay = ema_decay
         self.num_sample_images = num_sample_images
         self.sample_seed = sample_seed
         self.fid_classifier = fid_classifier
@@ -275,7 +300,8 @@ class GANTask(Task):
             tx=d_tx,
             batch_stats=stats.get("discriminator"),
         )
-        return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d)
+        g_ema = {"params": g.params, "batch_stats": g.batch_stats} if self.ema_decay > 0 else None
+        return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d, g_ema=g_ema)
 
     def _model(self, train: bool, axis_name: str | None) -> DCGAN:
         return self.model.clone(axis_name=axis_name) if train and axis_name is not None else self.model
@@ -361,7 +387,13 @@ class GANTask(Task):
         g_metrics = pmean({"g_loss": g_loss, "diversity": fake_dist / jnp.maximum(real_dist, 1e-12)}, axis_name)
         metrics = {**metrics, **g_metrics, "g_grad_norm": optax.tree.norm(grads)}
         new_g = state.g.apply_gradients(grads=grads, batch_stats=g_stats)
-        return state.replace(step=state.step + 1, g=new_g), metrics
+        g_ema = state.g_ema
+        if g_ema is not None:
+            t = state.step.astype(jnp.float32)
+            decay = jnp.minimum(self.ema_decay, (1.0 + t) / (10.0 + t))
+            current = {"params": new_g.params, "batch_stats": new_g.batch_stats}
+            g_ema = optax.incremental_update(current, g_ema, step_size=1.0 - decay)
+        return state.replace(step=state.step + 1, g=new_g, g_ema=g_ema), metrics
 
     def eval_step(self, state: GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
         """Sums over valid examples of D's losses and accuracies on the test images and on one generated
@@ -399,14 +431,19 @@ class GANTask(Task):
         self._eval_images = arrays["image"]
         return arrays
 
-    def sample(self, state: GANState, num: int, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
+    def sample(
+        self, state: GANState, num: int, *, seed: int = 0, batch_size: int = 1000, averaged: bool = True
+    ) -> np.ndarray:
         """`num` generated images in evaluation mode, as float32 [num, H, W, C] in [0, 1] (host numpy).
 
         Noise z ~ N(0, I) from `jax.random.key(seed)`; the same seed gives the same images.
+        `averaged`: from the averaged generator where the state keeps one (see the module
+        docstring), else from the current generator.
         """
+        params, batch_stats = state.generator(averaged)
         z = np.asarray(jax.random.normal(jax.random.key(seed), (num, self.model.latent_dim)))
         out = [
-            np.asarray(_generate_unit(self.model, state.g.params, state.g.batch_stats, z[i : i + batch_size]))
+            np.asarray(_generate_unit(self.model, params, batch_stats, z[i : i + batch_size]))
             for i in range(0, num, batch_size)
         ]
         return np.concatenate(out)
