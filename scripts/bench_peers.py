@@ -1,8 +1,9 @@
 """The reference models in PyTorch (eager and torch.compile) and Keras 3 (JAX backend), for `scripts.benchmark` only.
 
 Peers: MLP, CNN (the Keras CNN and the VGG-style one), airbench94's network,
-LSTM and Transformer language models, MLP VAE and DCGAN in PyTorch; MLP, CNN,
-LSTM and VAE in Keras.
+LSTM and Transformer language models, MLP VAE and DCGAN in PyTorch; all but
+airbench94 in Keras (no Keras airbench94 exists to mirror; its frozen whitening
+layer, scaled BN-bias learning rates and lookahead would be a port of our own).
 
 Each builder mirrors one jaxdl model from the same composed settings (widths,
 kernel sizes, dropout, batch norm) and the same training step: forward, the
@@ -19,11 +20,17 @@ Differences that remain, and why:
     (`example_keys`, so a step is the same on 1 or N devices); the peers draw
     one tensor per batch.
   * Keras steps go through `Model.train_on_batch`, which returns the loss to
-    the host each step; PyTorch on CPU is synchronous anyway.
+    the host each step; PyTorch on CPU is synchronous anyway. The Keras DCGAN
+    has no `fit` form (two players): its step is the stateless JAX loop that
+    Keras documents for custom training, jitted as one program.
+  * The DCGAN's transposed convolutions are each framework's own op
+    (ConvTranspose2d, Conv2DTranspose); jaxdl computes the same map as one
+    3x3 convolution and a depth-to-space (`jaxdl.models.gan.ConvTranspose2x`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -453,7 +460,128 @@ def _keras_vae(s, batch):
     return _keras_fit(model, s, x, np.zeros(len(x), np.float32), lambda y_true, y_pred: ops.mean(y_pred))
 
 
-KERAS = {"mlp": _keras_mlp, "cnn": _keras_cnn, "lstm": _keras_lstm, "vae": _keras_vae}
+def _keras_transformer(s, batch):
+    """nanoGPT's GPT in Keras layers (pre-LayerNorm, no biases, tied embeddings, `ops.dot_product_attention`)."""
+    import keras
+    from keras import ops
+
+    m = s["model"]
+    d, heads, bias = m["embed_dim"], m["num_heads"], m["use_bias"]
+    tokens = np.asarray(batch["tokens"]).astype(np.int32)
+
+    class Block(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.ln_1 = keras.layers.LayerNormalization(epsilon=1e-5, center=bias)
+            self.ln_2 = keras.layers.LayerNormalization(epsilon=1e-5, center=bias)
+            self.qkv, self.out = keras.layers.Dense(3 * d, use_bias=bias), keras.layers.Dense(d, use_bias=bias)
+            self.fc = keras.layers.Dense(m["mlp_ratio"] * d, use_bias=bias)
+            self.proj = keras.layers.Dense(d, use_bias=bias)
+
+        def call(self, x):
+            b, t = ops.shape(x)[0], ops.shape(x)[1]
+            q, k, v = ops.split(self.qkv(self.ln_1(x)), 3, axis=-1)
+            q, k, v = (ops.reshape(z, (b, t, heads, d // heads)) for z in (q, k, v))
+            y = ops.reshape(ops.dot_product_attention(q, k, v, is_causal=True), (b, t, d))
+            x = x + self.out(y)
+            return x + self.proj(ops.gelu(self.fc(self.ln_2(x)), approximate=False))
+
+    class GPT(keras.layers.Layer):
+        def __init__(self):
+            super().__init__()
+            self.wte = keras.layers.Embedding(m["vocab_size"], d)
+            self.wpe = keras.layers.Embedding(m["max_len"], d)
+            self.blocks = [Block() for _ in range(m["num_layers"])]
+            self.ln_f = keras.layers.LayerNormalization(epsilon=1e-5, center=bias)
+
+        def call(self, ids):
+            x = self.wte(ids) + self.wpe(ops.arange(ops.shape(ids)[1]))
+            for block in self.blocks:
+                x = block(x)
+            return ops.matmul(self.ln_f(x), ops.transpose(self.wte.embeddings))
+
+    inputs = keras.Input(tokens.shape[1:], dtype="int32")
+    model = keras.Model(inputs, GPT()(inputs))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    return _keras_fit(model, s, tokens, np.asarray(batch["targets"]).astype(np.int32), loss)
+
+
+def _keras_gan(s, batch):
+    """jaxdl's DCGAN in Keras layers (Conv2DTranspose generator, batch norm, LeakyReLU 0.2) and one
+    non-saturating step, D then G, each with its own Adam, written as Keras documents a custom JAX step:
+    `stateless_call` inside `jax.value_and_grad`, `optimizer.stateless_apply`, one `jax.jit` program."""
+    import jax
+    import keras
+    from keras import layers
+
+    m, t = s["model"], s["task"]
+    if t.get("loss", "non_saturating") != "non_saturating" or t.get("n_critic", 1) != 1:
+        raise NotAvailable("only the non-saturating loss with n_critic=1 has a Keras peer")
+    if m.get("discriminator_norm", "batch") != "batch":
+        raise NotAvailable("only discriminator_norm=batch has a Keras peer")
+    height, width, channels = m["image_shape"]
+    c0, c1 = m["channels"]
+    slope, momentum = m.get("leaky_slope", 0.2), m.get("batch_norm_momentum", 0.9)
+    g = keras.Sequential([
+        keras.Input((m["latent_dim"],)),
+        layers.Dense(height // 4 * width // 4 * c0, use_bias=False), layers.Reshape((height // 4, width // 4, c0)),
+        layers.BatchNormalization(momentum=momentum), layers.ReLU(),
+        layers.Conv2DTranspose(c1, 4, 2, padding="same", use_bias=False), layers.BatchNormalization(momentum=momentum),
+        layers.ReLU(),
+        layers.Conv2DTranspose(channels, 4, 2, padding="same", activation="tanh"),
+    ])
+    d = keras.Sequential([
+        keras.Input((height, width, channels)),
+        layers.Conv2D(c1, 4, 2, padding="same"), layers.LeakyReLU(slope),
+        layers.Conv2D(c0, 4, 2, padding="same", use_bias=False), layers.BatchNormalization(momentum=momentum),
+        layers.LeakyReLU(slope), layers.Flatten(), layers.Dense(1),
+    ])
+    opt = s["optimizer"]
+    g_opt = keras.optimizers.Adam(opt["learning_rate"], beta_1=opt.get("b1", 0.5), beta_2=opt.get("b2", 0.999))
+    d_opt = keras.optimizers.Adam(opt["learning_rate"] * t.get("d_learning_rate_multiplier", 1.0),
+                                  beta_1=opt.get("b1", 0.5), beta_2=opt.get("b2", 0.999))
+    g_opt.build(g.trainable_variables)
+    d_opt.build(d.trainable_variables)
+    real = jax.numpy.asarray(np.asarray(batch["image"], np.float32) / 127.5 - 1.0)
+    latent = m["latent_dim"]
+
+    def d_loss(d_tv, d_ntv, fake):
+        real_logits, d_ntv = d.stateless_call(d_tv, d_ntv, real, training=True)
+        fake_logits, d_ntv = d.stateless_call(d_tv, d_ntv, fake, training=True)
+        return jax.numpy.mean(jax.nn.softplus(-real_logits) + jax.nn.softplus(fake_logits)), d_ntv
+
+    def g_loss(g_tv, g_ntv, d_tv, d_ntv, z):
+        fake, g_ntv = g.stateless_call(g_tv, g_ntv, z, training=True)
+        logits, _ = d.stateless_call(d_tv, d_ntv, fake, training=True)
+        return jax.numpy.mean(jax.nn.softplus(-logits)), g_ntv
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def step(state, key):
+        g_tv, g_ntv, g_ov, d_tv, d_ntv, d_ov = state
+        k_d, k_g = jax.random.split(key)
+        fake, _ = g.stateless_call(g_tv, g_ntv, jax.random.normal(k_d, (len(real), latent)), training=True)
+        (_, d_ntv), grads = jax.value_and_grad(d_loss, has_aux=True)(d_tv, d_ntv, jax.lax.stop_gradient(fake))
+        d_tv, d_ov = d_opt.stateless_apply(d_ov, grads, d_tv)
+        z = jax.random.normal(k_g, (len(real), latent))
+        (_, g_ntv), grads = jax.value_and_grad(g_loss, has_aux=True)(g_tv, g_ntv, d_tv, d_ntv, z)
+        g_tv, g_ov = g_opt.stateless_apply(g_ov, grads, g_tv)
+        return g_tv, g_ntv, g_ov, d_tv, d_ntv, d_ov
+
+    values = lambda variables: [v.value for v in variables]
+    state = [(values(g.trainable_variables), values(g.non_trainable_variables), values(g_opt.variables),
+              values(d.trainable_variables), values(d.non_trainable_variables), values(d_opt.variables))]
+    keys = iter(jax.random.split(jax.random.key(0), 1_000_000))
+
+    def run(k: int) -> None:
+        for _ in range(k):
+            state[0] = step(state[0], next(keys))
+        jax.block_until_ready(state[0])
+
+    return run
+
+
+KERAS = {"mlp": _keras_mlp, "cnn": _keras_cnn, "lstm": _keras_lstm, "vae": _keras_vae,
+         "transformer": _keras_transformer, "gan": _keras_gan}
 
 
 # ---------------------------------------------------------------------------------------------- worker process
