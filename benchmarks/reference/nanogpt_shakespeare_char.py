@@ -18,69 +18,25 @@ from __future__ import annotations
 
 import argparse
 import math
+import pathlib
+import sys
 import time
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn import functional as F
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `scripts`
+from scripts.bench_peers import torch_gpt  # noqa: E402  nanoGPT's GPT, the one torch Transformer of the project
 
 VOCAB, BATCH, BLOCK, LAYERS, HEADS, WIDTH, ITERS = 65, 12, 64, 4, 4, 128, 2000
 LR, MIN_LR, WARMUP, DECAY_ITERS, WEIGHT_DECAY, BETA2, CLIP = 1e-3, 1e-4, 100, 2000, 0.1, 0.99, 1.0
 
 
-class LayerNorm(nn.Module):
-    """LayerNorm with a scale and no bias (nanoGPT's `bias=False`)."""
-
-    def __init__(self, width: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(width))
-
-    def forward(self, x):
-        return F.layer_norm(x, self.weight.shape, self.weight, None, 1e-5)
-
-
-class Block(nn.Module):
-    """Pre-LayerNorm block: causal self-attention and a GELU MLP, no biases."""
-
-    def __init__(self):
-        super().__init__()
-        self.ln_1, self.ln_2 = LayerNorm(WIDTH), LayerNorm(WIDTH)
-        self.c_attn = nn.Linear(WIDTH, 3 * WIDTH, bias=False)
-        self.attn_proj = nn.Linear(WIDTH, WIDTH, bias=False)
-        self.c_fc = nn.Linear(WIDTH, 4 * WIDTH, bias=False)
-        self.mlp_proj = nn.Linear(4 * WIDTH, WIDTH, bias=False)
-
-    def forward(self, x):
-        b, t, c = x.shape
-        q, k, v = (z.view(b, t, HEADS, c // HEADS).transpose(1, 2) for z in self.c_attn(self.ln_1(x)).split(c, dim=2))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
-        x = x + self.attn_proj(y)
-        return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
-
-
-class GPT(nn.Module):
-    """nanoGPT's GPT: token + learned position embeddings, blocks, tied output layer."""
-
-    def __init__(self):
-        super().__init__()
-        self.wte, self.wpe = nn.Embedding(VOCAB, WIDTH), nn.Embedding(BLOCK, WIDTH)
-        self.blocks = nn.ModuleList([Block() for _ in range(LAYERS)])
-        self.ln_f = LayerNorm(WIDTH)
-        self.lm_head = nn.Linear(WIDTH, VOCAB, bias=False)
-        self.wte.weight = self.lm_head.weight
-        for name, p in self.named_parameters():
-            if p.dim() >= 2:  # Linear and Embedding weights; the residual projections scaled as in GPT-2
-                std = 0.02 / math.sqrt(2 * LAYERS) if name.endswith("proj.weight") else 0.02
-                torch.nn.init.normal_(p, 0.0, std)
-
-    def forward(self, idx, targets):
-        """Per-position cross-entropy [B, T] in nats."""
-        x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-        for block in self.blocks:
-            x = block(x)
-        logits = self.lm_head(self.ln_f(x))
-        return F.cross_entropy(logits.view(-1, VOCAB), targets.reshape(-1), reduction="none").view(targets.shape)
+def per_position_nll(model, idx, targets):
+    """Cross-entropy of every position [B, T], nats (the model is `scripts.bench_peers.torch_gpt`)."""
+    logits = model(idx)
+    return F.cross_entropy(logits.view(-1, VOCAB), targets.reshape(-1), reduction="none").view(targets.shape)
 
 
 def nanogpt_lr(it: int) -> float:
@@ -112,7 +68,7 @@ def main() -> None:
         y = torch.stack([torch.from_numpy(source[i + 1 : i + 1 + BLOCK]) for i in ix])
         return x, y
 
-    model = GPT()
+    model = torch_gpt(vocab_size=VOCAB, max_len=BLOCK, num_layers=LAYERS, num_heads=HEADS, embed_dim=WIDTH)
     params = list(model.parameters())
     opt = torch.optim.AdamW(
         [{"params": [p for p in params if p.dim() >= 2], "weight_decay": WEIGHT_DECAY},
@@ -123,7 +79,7 @@ def main() -> None:
     @torch.no_grad()
     def estimate(source: np.ndarray, batches: int = 20) -> float:
         model.eval()
-        loss = float(torch.stack([model(*get_batch(source)).mean() for _ in range(batches)]).mean())
+        loss = float(torch.stack([per_position_nll(model, *get_batch(source)).mean() for _ in range(batches)]).mean())
         model.train()
         return loss
 
@@ -138,11 +94,11 @@ def main() -> None:
             full = (len(chunk) - 1) // BLOCK
             if full:
                 x, y = chunk[: full * BLOCK].view(full, BLOCK), chunk[1 : full * BLOCK + 1].view(full, BLOCK)
-                total, count = total + float(model(x, y).sum()), count + full * BLOCK
+                total, count = total + float(per_position_nll(model, x, y).sum()), count + full * BLOCK
             rest = len(chunk) - 1 - full * BLOCK
             if rest:
                 tail = chunk[full * BLOCK :]
-                total, count = total + float(model(tail[None, :-1], tail[None, 1:]).sum()), count + rest
+                total, count = total + float(per_position_nll(model, tail[None, :-1], tail[None, 1:]).sum()), count + rest
         model.train()
         return total / count
 
@@ -156,7 +112,7 @@ def main() -> None:
                   f"val_whole {whole} ({time.perf_counter() - start:.0f} s)", flush=True)
         if it == ITERS:
             break
-        loss = model(*get_batch(train_data)).mean()
+        loss = per_position_nll(model, *get_batch(train_data)).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP)

@@ -82,56 +82,19 @@ def test_schedule_is_nanogpt_get_lr():
     assert float(zero_start(0)) == 0.0 and float(zero_start(50)) == pytest.approx(5e-4)  # warmup_offset=0
 
 
-def _torch_nanogpt(params, *, num_layers, num_heads, embed_dim, vocab_size, max_len):
-    """nanoGPT's GPT (bias=False, dropout 0), its weights copied from our Flax parameters."""
+def _torch_nanogpt(params, **sizes):
+    """nanoGPT's GPT (bias=False, dropout 0; `scripts.bench_peers.torch_gpt`), its weights copied from ours."""
     import torch
-    from torch import nn
-    from torch.nn import functional as F
 
-    D = embed_dim
+    from scripts.bench_peers import torch_gpt
 
-    class LayerNorm(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.weight = nn.Parameter(torch.ones(D))
-
-        def forward(self, x):
-            return F.layer_norm(x, self.weight.shape, self.weight, None, 1e-5)
-
-    class Block(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.ln_1, self.ln_2 = LayerNorm(), LayerNorm()
-            self.c_attn, self.attn_proj = nn.Linear(D, 3 * D, bias=False), nn.Linear(D, D, bias=False)
-            self.c_fc, self.mlp_proj = nn.Linear(D, 4 * D, bias=False), nn.Linear(4 * D, D, bias=False)
-
-        def forward(self, x):
-            b, t, c = x.shape
-            q, k, v = self.c_attn(self.ln_1(x)).split(D, dim=2)
-            q, k, v = (z.view(b, t, num_heads, c // num_heads).transpose(1, 2) for z in (q, k, v))
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(b, t, c)
-            x = x + self.attn_proj(y)
-            return x + self.mlp_proj(F.gelu(self.c_fc(self.ln_2(x))))
-
-    class GPT(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = nn.Embedding(vocab_size, D), nn.Embedding(max_len, D)
-            self.h = nn.ModuleList([Block() for _ in range(num_layers)])
-            self.ln_f = LayerNorm()
-
-        def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(idx.shape[1]))
-            for block in self.h:
-                x = block(x)
-            logits = self.ln_f(x) @ self.wte.weight.T  # lm_head tied to wte
-            return F.cross_entropy(logits.reshape(-1, vocab_size), targets.reshape(-1))
+    D = sizes["embed_dim"]
 
     def t(a, shape=None):
         a = np.asarray(a, np.float32)
         return torch.from_numpy(np.array(a.reshape(shape) if shape else a))  # a writable copy
 
-    model = GPT()
+    model = torch_gpt(**sizes)
     with torch.no_grad():
         model.wte.weight.copy_(t(params["wte"]["embedding"]))
         model.wpe.weight.copy_(t(params["wpe"]["embedding"]))
@@ -145,6 +108,15 @@ def _torch_nanogpt(params, *, num_layers, num_heads, embed_dim, vocab_size, max_
             block.c_fc.weight.copy_(t(p["mlp"]["fc"]["kernel"]).T)
             block.mlp_proj.weight.copy_(t(p["mlp"]["proj"]["kernel"]).T)
     return model
+
+
+def _torch_loss(model, tokens: np.ndarray, targets: np.ndarray):
+    """nanoGPT's training loss: mean next-token cross-entropy over all positions, nats."""
+    import torch
+    from torch.nn import functional as F
+
+    logits = model(torch.from_numpy(tokens).long())
+    return F.cross_entropy(logits.flatten(0, 1), torch.from_numpy(targets).long().flatten())
 
 
 @pytest.mark.slow  # about 30 s on the 2-core CPU
@@ -180,7 +152,7 @@ def test_training_matches_nanogpt_step_for_step():
     for it, batch in enumerate(batches):
         for group in opt.param_groups:
             group["lr"] = nanogpt_lr(it, lr, min_lr, warmup, total)
-        loss = ref(torch.from_numpy(batch["tokens"]).long(), torch.from_numpy(batch["targets"]).long())
+        loss = _torch_loss(ref, batch["tokens"], batch["targets"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         norms.append(float(torch.nn.utils.clip_grad_norm_(ref.parameters(), clip)))
