@@ -114,11 +114,11 @@ def summarize(sweep_dir: pathlib.Path, metric: str | None = None) -> str:
 
 
 def _plot(jobs: list[dict], keys: list[str], metric: str, path: pathlib.Path) -> None:
-    import matplotlib
     import matplotlib.ticker
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from jaxdl.viz.figures import pyplot, save_figure
+
+    plt = pyplot()
 
     swept = [k for k in keys if len({j["overrides"].get(k) for j in jobs}) > 1]
     if not swept:
@@ -143,8 +143,7 @@ def _plot(jobs: list[dict], keys: list[str], metric: str, path: pathlib.Path) ->
         ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main() -> None:

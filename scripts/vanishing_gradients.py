@@ -32,7 +32,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import matplotlib
 import numpy as np
 import optax
 
@@ -42,9 +41,7 @@ from jaxdl.models.mlp import MLP
 from jaxdl.models.rnn import RNNLM
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.tasks.language_model import LanguageModelTask
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from jaxdl.viz.figures import pyplot, save_figure
 
 MLP_SETTINGS = {  # name -> (activation, batch_norm)
     "sigmoid": ("sigmoid", False),
@@ -175,6 +172,7 @@ def run_rnns(args, key) -> dict:
 
 def plot(args, mlps: dict, rnns: dict, out_dir: pathlib.Path) -> None:
     depth_axis = np.arange(1, args.depth + 2)
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=90, sharey=True)
     for name, r in mlps.items():
         axes[0].semilogy(depth_axis, r["norms_init"], marker="o", ms=3, label=name)
@@ -187,8 +185,7 @@ def plot(args, mlps: dict, rnns: dict, out_dir: pathlib.Path) -> None:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"{args.depth}-hidden-layer MLP ({args.width} units) on MNIST", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_dir / "grad_norm_vs_depth.png")
-    plt.close(fig)
+    save_figure(fig, out_dir / "grad_norm_vs_depth.png")
 
     distance = np.arange(args.seq_len)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=90, sharey=True)
@@ -203,8 +200,7 @@ def plot(args, mlps: dict, rnns: dict, out_dir: pathlib.Path) -> None:
     axes[1].legend(fontsize=8)
     fig.suptitle(f"recall the first of T = {args.seq_len} tokens", fontsize=10)
     fig.tight_layout()
-    fig.savefig(out_dir / "grad_norm_vs_distance.png")
-    plt.close(fig)
+    save_figure(fig, out_dir / "grad_norm_vs_distance.png")
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), dpi=90)
     smooth = lambda x: np.convolve(x, np.ones(20) / 20, mode="valid")  # noqa: E731  20-step running mean
@@ -221,8 +217,7 @@ def plot(args, mlps: dict, rnns: dict, out_dir: pathlib.Path) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out_dir / "loss_vs_steps.png")
-    plt.close(fig)
+    save_figure(fig, out_dir / "loss_vs_steps.png")
 
 
 def main() -> None:

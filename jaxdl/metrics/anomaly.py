@@ -24,15 +24,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pathlib
 from collections.abc import Mapping, Sequence
 
-import matplotlib
 import numpy as np
-from sklearn import metrics as skm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from jaxdl.viz.figures import pyplot, save_figure
 
 FALSE_ALARM_RATES = (0.01, 0.05, 0.10)
 DETECTION_RATE = 0.90
@@ -67,12 +63,16 @@ def _check(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """Area under the ROC curve of `scores` (higher = attack) against `labels` (1 = attack)."""
+    from sklearn import metrics as skm  # here, not at import: scikit-learn and SciPy take ~0.8 s to import
+
     scores, labels = _check(scores, labels)
     return float(skm.roc_auc_score(labels, scores))
 
 
 def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(false-alarm rate [K], detection rate [K], thresholds [K]), thresholds decreasing; flag when score >= threshold."""
+    from sklearn import metrics as skm
+
     scores, labels = _check(scores, labels)
     fpr, tpr, thresholds = skm.roc_curve(labels, scores, drop_intermediate=False)
     return fpr, tpr, thresholds
@@ -165,6 +165,7 @@ def plot_roc(
       curves: label -> (fpr [K], tpr [K]); the label should carry the AUC.
       marks: label -> (fpr, tpr) operating points drawn as dots (e.g. the calibrated threshold).
     """
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     for label, (fpr, tpr) in curves.items():
         ax.plot(np.maximum(fpr, 1e-4), tpr, label=label)
@@ -179,9 +180,4 @@ def plot_roc(
     ax.grid(alpha=0.3, which="both")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

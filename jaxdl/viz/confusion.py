@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from jaxdl.viz.figures import pyplot, save_figure
 
 
 def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: os.PathLike | str, *, title: str = "") -> None:
@@ -22,6 +19,7 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: os.P
     counts = np.asarray(confusion, np.float64)
     rates = counts / np.maximum(counts.sum(1, keepdims=True), 1.0)
     k = len(class_names)
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.6 * k, 0.8 + 0.6 * k), dpi=100)
     ax.imshow(rates, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(k):
@@ -34,8 +32,4 @@ def plot_confusion(confusion: np.ndarray, class_names: Sequence[str], path: os.P
     ax.set_ylabel("true")
     ax.set_title(title or f"accuracy {np.trace(counts) / max(counts.sum(), 1):.4f}")
     fig.tight_layout()
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Iterable, Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from jaxdl.viz.figures import pyplot, save_figure
 
 
 def plot_curves(
@@ -25,6 +21,7 @@ def plot_curves(
         for m in metrics:
             if m in record and "step" in record:
                 series[m][int(record["step"])] = float(record[m])
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for m, points in series.items():
         if points:
@@ -36,8 +33,4 @@ def plot_curves(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = pathlib.Path(path)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)

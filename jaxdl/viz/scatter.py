@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import os
-import pathlib
 from collections.abc import Sequence
 
-import matplotlib
 import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from jaxdl.viz.figures import pyplot, save_figure
 
 
 def save_scatter_panels(
@@ -28,6 +25,7 @@ def save_scatter_panels(
     """
     labels = np.asarray(labels)
     classes = np.unique(labels)
+    plt = pyplot()
     cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 5), dpi=100, squeeze=False)
     for ax, (title, points) in zip(axes[0], panels, strict=True):
@@ -43,9 +41,4 @@ def save_scatter_panels(
         ax.set_yticks([])
     axes[0][-1].legend(markerscale=4, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
     fig.tight_layout()
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
