@@ -364,7 +364,7 @@ class GANTaskConfig:
     n_critic: int = 1  # discriminator updates per generator update (WGAN-GP: 5)
     gp_weight: float = 10.0  # lambda of the WGAN-GP gradient penalty
     d_learning_rate_multiplier: float = 1.0  # D's step size / G's (TTUR when != 1)
-    ema_decay: float = 0.999  # averaged generator for samples and FID (0: off, samples from the current G)
+    ema_decay: float = 0.0  # > 0: samples and FID from a moving average of G (0: the current G)
     num_sample_images: int = 64  # images per samples/epoch_NNN.png, from the same noise every epoch
     sample_seed: int = 0  # that noise, and the noise of the final FID samples
     fid_classifier: Optional[str] = None  # run dir of a classifier on the same data: final eval/fid (None: off)
