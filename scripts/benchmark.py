@@ -170,6 +170,13 @@ def jaxdl_runner(built: Built, num_devices: int, *, pipeline: bool = False, trac
     With `pipeline` each step takes the next batch of the run's `ArrayLoader`
     (host numpy, sharded and copied when the step starts, as `fit` does);
     otherwise every step reuses one batch already on the devices.
+
+    On several CPU host devices every step is waited for before the next is
+    dispatched: XLA's CPU all-reduce holds a thread-pool thread while it waits
+    for the other devices, and with steps queued ahead on a 2-core machine one
+    run of this benchmark stalled in that rendezvous until XLA aborted the
+    process (40 s timeout, VAE, 2 devices). The wait costs microseconds against
+    steps of milliseconds, and only makes the "jaxdl xN" column conservative.
     """
     import jax
 
@@ -189,6 +196,8 @@ def jaxdl_runner(built: Built, num_devices: int, *, pipeline: bool = False, trac
         for _ in range(k):
             batch = parallel.shard(next(batches), n) if pipeline else on_device
             state, metrics = step(state, batch, key)
+            if n > 1:
+                jax.block_until_ready(metrics)
         jax.block_until_ready(metrics)
         holder["state"] = state
 
@@ -409,6 +418,8 @@ def write_results(record: dict[str, Any], path: pathlib.Path = RESULTS) -> None:
         start,
         f"Measured {record['date']} on {record['machine']}; " + ", ".join(f"{k} {x}" for k, x in v.items()) + ".",
         f"Command: `python -m scripts.benchmark {record['argv']}`.",
+        *([f"Incomplete: still to measure {', '.join(record['pending'])} (the run stopped or is still going)."]
+          if record.get("pending") else []),
         "",
         "Median training-step time (ms) after warm-up; ratios are jaxdl's step over the peer's (target <= 1.0, "
         "in bold where above). jaxdl = one CPU device (what `experiments.run` uses by default); "
@@ -430,7 +441,9 @@ def write_results(record: dict[str, Any], path: pathlib.Path = RESULTS) -> None:
         text += "\n" + start + "\n" + end + "\n"
     head, rest = text.split(start, 1)
     tail = rest.split(end, 1)[1]
-    path.write_text(head + "\n".join(body) + tail)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(head + "\n".join(body) + tail)
+    os.replace(tmp, path)
 
 
 def print_table(rows: list[dict[str, Any]], log=print) -> list[str]:
@@ -465,7 +478,10 @@ def main(argv: list[str] | None = None) -> int:
         if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
             os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
     os.environ.setdefault("KERAS_BACKEND", "jax")
-    rows = []
+    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+              "versions": versions(), "argv": " ".join(argv if argv is not None else sys.argv[1:]),
+              "host_devices": args.host_devices, "rows": [], "pending": list(args.models)}
+    rows = record["rows"]
     for name in args.models:
         case = CASES[name]
         print(f"{name}: {' '.join(case.overrides)}", flush=True)
@@ -473,24 +489,33 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(bench_case(case, args))
         except Exception as error:  # a model still being written must not stop the others
             print(f"  {name}: not measured: {type(error).__name__}: {error}", flush=True)
+        record["pending"].remove(name)
+        save(record, args)  # after every model: a crash later (XLA aborts the process on some faults) keeps these rows
     print_table(rows)
-    extra = {}
     if args.end_to_end and not args.no_first_step:
         with tempfile.TemporaryDirectory() as cache:
-            extra["first_step"] = first_step_times(cache, ["data.eval_limit=100"])
-    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
-              "versions": versions(), "argv": " ".join(argv if argv is not None else sys.argv[1:]),
-              "host_devices": args.host_devices, "rows": rows, **extra}
-    for line in end_to_end_lines(rows, extra.get("first_step")):
+            record["first_step"] = first_step_times(cache, ["data.eval_limit=100"])
+    for line in end_to_end_lines(rows, record.get("first_step")):
         print(line)
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    del record["pending"]
+    save(record, args)
     if not args.no_write:
-        RESULTS.parent.mkdir(exist_ok=True)
-        RESULTS.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-        write_results(record)
         print(f"wrote {RESULTS} and {RESULTS.with_suffix('.json')}")
     return 0
+
+
+def save(record: dict[str, Any], args) -> None:
+    """Writes the record so far to `--json` and (unless `--no-write`) RESULTS.md/.json, each atomically."""
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    targets = [args.json] if args.json else []
+    if not args.no_write:
+        RESULTS.parent.mkdir(exist_ok=True)
+        targets.append(RESULTS.with_suffix(".json"))
+        write_results(record)
+    for path in targets:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
 
 
 if __name__ == "__main__":
