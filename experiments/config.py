@@ -214,6 +214,7 @@ class CNNModelConfig:
     convs_per_block: int = 1
     kernel_size: int = 2  # pixels
     padding: str = "VALID"  # VALID | SAME
+    conv_lowering: str = "xla"  # xla | im2col (convolutions as matrix products over patches)
     pool: str = "max"  # max | avg | none
     pool_size: int = 2  # pixels, window and stride
     pool_first: bool = False  # pool after each block's first convolution (airbench's order)

@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.linen.recurrent import DenseParams
 
+from jaxdl.models.layers import im2col_conv_general_dilated
 from jaxdl.models.rnn import RNNLM
 
 Dtype = Any
@@ -136,33 +137,6 @@ def hoisted_lstm():
         yield
     finally:
         models.MODELS["rnn"] = saved
-
-
-def im2col_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                                dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-    """`lax.conv_general_dilated` for NHWC x HWIO as one matrix product over patches.
-
-    lhs [B, H, W, C], rhs [kh, kw, C, O] -> [B, H', W', O]. Anything else
-    (dilation, groups, other layouts) goes to `lax.conv_general_dilated`.
-    """
-    plain = (feature_group_count == 1 and not any(d != 1 for d in (lhs_dilation or ())) and
-             not any(d != 1 for d in (rhs_dilation or ())) and lhs.ndim == 4)
-    if plain and dimension_numbers is not None:
-        dn = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers)
-        plain = dn == jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
-    if not plain:
-        return jax.lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
-                                            dimension_numbers, feature_group_count, precision=precision, **kwargs)
-    kh, kw, c, o = rhs.shape
-    sh, sw = window_strides
-    if isinstance(padding, str):
-        padding = jax.lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-    x = jnp.pad(lhs, ((0, 0), tuple(padding[0]), tuple(padding[1]), (0, 0)))
-    h_out = (x.shape[1] - kh) // sh + 1
-    w_out = (x.shape[2] - kw) // sw + 1
-    taps = [x[:, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)]
-    patches = jnp.concatenate(taps, axis=-1)  # [B, H', W', kh * kw * C], (i, j, c) order as rhs's reshape
-    return jnp.dot(patches, rhs.reshape(kh * kw * c, o), precision=precision)  # [B, H', W', O]
 
 
 class _LaxWithIm2col:

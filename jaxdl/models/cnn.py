@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import ExampleDropout, activation_fn, layer_keys
+from jaxdl.models.layers import ExampleDropout, activation_fn, im2col_conv_general_dilated, layer_keys
 
 Dtype = Any
 
@@ -41,6 +41,10 @@ class CNN(nn.Module):
       convs_per_block: convolutions per block.
       kernel_size: square kernel width, pixels.
       padding: "VALID" (Keras's default) or "SAME".
+      conv_lowering: "xla" (XLA's convolution) or "im2col" (each convolution as one
+        matrix product over image patches, `layers.im2col_conv_general_dilated`;
+        same values up to summation order, faster for some shapes on CPU; see
+        benchmarks/RESULTS.md).
       pool: "max", "avg" or "none" after each block; pool_size: its window and stride, pixels.
       pool_first: pool right after each block's first convolution (before its batch norm)
         instead of at the block's end (airbench's ConvGroup order).
@@ -58,6 +62,7 @@ class CNN(nn.Module):
     convs_per_block: int = 1
     kernel_size: int = 2
     padding: str = "VALID"
+    conv_lowering: str = "xla"
     pool: str = "max"
     pool_size: int = 2
     pool_first: bool = False
@@ -91,12 +96,16 @@ class CNN(nn.Module):
         if self.pool not in ("max", "avg", "none"):
             raise ValueError(f"model.pool={self.pool!r}; choose max, avg or none.")
         act = activation_fn(self.activation)
+        if self.conv_lowering not in ("xla", "im2col"):
+            raise ValueError(f"model.conv_lowering={self.conv_lowering!r}; choose xla or im2col.")
+        lowering = im2col_conv_general_dilated if self.conv_lowering == "im2col" else None
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         h = x.astype(self.dtype)
         layer = 0
         for width in self.channels:
             for conv in range(self.convs_per_block):
-                h = nn.Conv(width, (self.kernel_size,) * 2, padding=self.padding, use_bias=not self.batch_norm, **common)(h)
+                h = nn.Conv(width, (self.kernel_size,) * 2, padding=self.padding, use_bias=not self.batch_norm,
+                            conv_general_dilated=lowering, **common)(h)
                 if self.pool_first and conv == 0:
                     h = self._pool(h)
                 if self.batch_norm:

@@ -53,3 +53,24 @@ def test_reshaped_max_pool_equals_flax_max_pool():
     model = CNN(channels=(3,), kernel_size=1, padding="SAME", dense_dims=())
     pooled = model.bind({})._pool(x)
     np.testing.assert_array_equal(pooled, nn.max_pool(x, (2, 2), strides=(2, 2)))
+
+
+@pytest.mark.parametrize("sizes", [{}, dict(channels=(8, 16), convs_per_block=2, kernel_size=3, padding="SAME",
+                                            batch_norm=True, dense_dims=(32,))])
+def test_im2col_lowering_gives_the_same_logits_and_gradients_without_a_convolution(sizes):
+    x = jax.random.uniform(jax.random.key(0), (3, 32, 32, 3))
+    xla, im2col = CNN(**sizes), CNN(**sizes, conv_lowering="im2col")
+    variables = xla.init(jax.random.key(1), x, train=False)
+
+    def loss(module, v):
+        return jnp.sum(jnp.sin(module.apply(v, x, train=False)))
+
+    np.testing.assert_allclose(loss(im2col, variables), loss(xla, variables), rtol=1e-5)
+    grads = [jax.grad(lambda v, m=m: loss(m, v))(variables) for m in (xla, im2col)]
+    for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    jaxpr = str(jax.make_jaxpr(lambda v: loss(im2col, v))(variables))
+    assert "conv_general_dilated" not in jaxpr and "conv_general_dilated" in str(
+        jax.make_jaxpr(lambda v: loss(xla, v))(variables))
+    with pytest.raises(ValueError, match="conv_lowering"):
+        CNN(conv_lowering="fft").init(jax.random.key(1), x, train=False)
