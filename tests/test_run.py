@@ -44,7 +44,11 @@ def test_main_command_writes_every_artifact(tmp_path, mnist_data_dir, mnist_raw_
     assert results["wall_time_s"] > 0 and results["first_step_s"] > 0
 
 
-@pytest.mark.parametrize("base", [SMOKE, CNN_SMOKE], ids=["vae", "cnn"])
+@pytest.mark.parametrize(
+    "base",
+    [SMOKE, pytest.param(CNN_SMOKE, marks=pytest.mark.slow)],  # cnn (dropout, augmentation; ~60 s): -m slow
+    ids=["vae", "cnn"],
+)
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, mnist_data_dir, mnist_raw_dir, base):
     env = environment(mnist_raw_dir)
     extra = ["trainer.checkpoint_every_steps=3", "trainer.epochs=3"]
