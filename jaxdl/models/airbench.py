@@ -36,6 +36,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.models.layers import batch_norm
+
 Dtype = Any
 
 #: PyTorch's default Conv2d/Linear weight init: uniform with bound 1/sqrt(fan_in).
@@ -120,13 +122,13 @@ class ConvGroup(nn.Module):
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         def norm(name: str) -> nn.BatchNorm:
-            return nn.BatchNorm(
-                use_running_average=not train,
+            return batch_norm(
+                train=train,
                 momentum=self.batch_norm_momentum,
+                axis_name=self.axis_name,
                 epsilon=self.batch_norm_eps,
                 use_scale=False,  # frozen at 1 in the script
                 use_fast_variance=False,
-                axis_name=self.axis_name if train else None,
                 name=name,
                 **common,
             )

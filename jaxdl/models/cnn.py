@@ -27,7 +27,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import ExampleDropout, activation_fn, im2col_conv_general_dilated, layer_keys
+from jaxdl.models.layers import ExampleDropout, activation_fn, batch_norm, im2col_conv_general_dilated, layer_keys
 
 Dtype = Any
 
@@ -109,12 +109,7 @@ class CNN(nn.Module):
                 if self.pool_first and conv == 0:
                     h = self._pool(h)
                 if self.batch_norm:
-                    h = nn.BatchNorm(
-                        use_running_average=not train,
-                        momentum=self.batch_norm_momentum,
-                        axis_name=self.axis_name if train else None,
-                        **common,
-                    )(h)
+                    h = batch_norm(train=train, momentum=self.batch_norm_momentum, axis_name=self.axis_name, **common)(h)
                 h = act(h)
             if not self.pool_first:
                 h = self._pool(h)

@@ -32,6 +32,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models.layers import batch_norm
+
 Dtype = Any
 
 NORMS = ("batch", "layer", "none")
@@ -140,13 +142,8 @@ class Generator(nn.Module):
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype, kernel_init=_INIT)
 
         def norm(h):
-            return nn.BatchNorm(
-                use_running_average=not train,
-                momentum=self.batch_norm_momentum,
-                axis_name=self.axis_name if train else None,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-            )(h)
+            return batch_norm(train=train, momentum=self.batch_norm_momentum, axis_name=self.axis_name,
+                              dtype=self.dtype, param_dtype=self.param_dtype)(h)
 
         c0, c1 = self.channels
         h = nn.Dense(height // 4 * width // 4 * c0, use_bias=False, **common)(z.astype(self.dtype))  # [B, H/4*W/4*C0]
@@ -199,13 +196,8 @@ class Discriminator(nn.Module):
         h = nn.leaky_relu(h, self.leaky_slope)
         h = nn.Conv(c0, (4, 4), strides=(2, 2), padding="SAME", use_bias=self.norm == "none", **common)(h)  # [B, H/4, W/4, C0]
         if self.norm == "batch":
-            h = nn.BatchNorm(
-                use_running_average=not train,
-                momentum=self.batch_norm_momentum,
-                axis_name=self.axis_name if train else None,
-                dtype=self.dtype,
-                param_dtype=self.param_dtype,
-            )(h)
+            h = batch_norm(train=train, momentum=self.batch_norm_momentum, axis_name=self.axis_name,
+                           dtype=self.dtype, param_dtype=self.param_dtype)(h)
         elif self.norm == "layer":
             h = nn.LayerNorm(dtype=self.dtype, param_dtype=self.param_dtype)(h)
         h = nn.leaky_relu(h, self.leaky_slope)

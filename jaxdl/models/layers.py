@@ -1,5 +1,5 @@
 """Small building blocks shared by several models: nonlinearities by name, per-example dropout,
-convolutions as matrix products.
+batch norm synchronised over devices, convolutions as matrix products.
 
 Dropout draws its mask from one PRNG stream per example (`example_keys`, see
 `jaxdl.training.parallel.example_keys`), so a step drops the same units
@@ -9,6 +9,7 @@ whether the batch sits on one device or is split over eight.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -72,6 +73,20 @@ class ExampleDropout(nn.Module):
         keep = 1.0 - self.rate
         mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)  # [B, ...]
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def batch_norm(*, train: bool, momentum: float, axis_name: str | None, **kwargs: Any) -> nn.BatchNorm:
+    """`flax.linen.BatchNorm` as every jaxdl model uses it (create it inside a compact method).
+
+    Training normalises with the statistics of the global batch, averaged over
+    the mapped axis `axis_name` (None: the local batch), and updates the
+    running averages with decay `momentum`; evaluation uses the running
+    averages. Other keyword arguments (epsilon, use_scale, dtype, name, ...)
+    go to `nn.BatchNorm`.
+    """
+    return nn.BatchNorm(
+        use_running_average=not train, momentum=momentum, axis_name=axis_name if train else None, **kwargs
+    )
 
 
 def im2col_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import ExampleDropout, activation_fn, layer_keys
+from jaxdl.models.layers import ExampleDropout, activation_fn, batch_norm, layer_keys
 
 Dtype = Any
 
@@ -76,12 +76,9 @@ class MLP(nn.Module):
         for i, width in enumerate(self.hidden_dims):
             h = nn.Dense(width, use_bias=not self.batch_norm, dtype=self.dtype, param_dtype=self.param_dtype)(h)
             if self.batch_norm:
-                h = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=self.batch_norm_momentum,
-                    axis_name=self.axis_name if train else None,
-                    dtype=self.dtype,
-                    param_dtype=self.param_dtype,
+                h = batch_norm(
+                    train=train, momentum=self.batch_norm_momentum, axis_name=self.axis_name,
+                    dtype=self.dtype, param_dtype=self.param_dtype,
                 )(h)
             h = act(h)
             self.sow("intermediates", "activations", h)  # [B, width]; kept only if "intermediates" is mutable
