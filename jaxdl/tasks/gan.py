@@ -311,21 +311,20 @@ class GANTask(Task):
 
     def generate(self, params, batch_stats, z: jax.Array, *, train: bool, axis_name: str | None = None):
         """G(z): [B, Z] -> ([B, H, W, C] images in [-1, 1], batch_stats updated in training, else unchanged)."""
-        variables = _variables("generator", params, batch_stats)
-        model = self._model(train, axis_name)
-        if train and batch_stats is not None:
-            fake, updates = model.apply(variables, z, train=True, method=DCGAN.generate, mutable=["batch_stats"])
-            return fake, pmean(updates["batch_stats"]["generator"], axis_name)
-        return model.apply(variables, z, train=train, method=DCGAN.generate), batch_stats
+        return self._apply("generator", DCGAN.generate, params, batch_stats, z, train, axis_name)
 
     def discriminate(self, params, batch_stats, x: jax.Array, *, train: bool, axis_name: str | None = None):
         """D(x): [B, H, W, C] in [-1, 1] -> ([B] scores, batch_stats updated in training, else unchanged)."""
-        variables = _variables("discriminator", params, batch_stats)
+        return self._apply("discriminator", DCGAN.discriminate, params, batch_stats, x, train, axis_name)
+
+    def _apply(self, name: str, method, params, batch_stats, x: jax.Array, train: bool, axis_name: str | None):
+        """One network of the pair on x: (output, its batch_stats, updated and averaged over devices in training)."""
+        variables = _variables(name, params, batch_stats)
         model = self._model(train, axis_name)
         if train and batch_stats is not None:
-            scores, updates = model.apply(variables, x, train=True, method=DCGAN.discriminate, mutable=["batch_stats"])
-            return scores, pmean(updates["batch_stats"]["discriminator"], axis_name)
-        return model.apply(variables, x, train=train, method=DCGAN.discriminate), batch_stats
+            out, updates = model.apply(variables, x, train=True, method=method, mutable=["batch_stats"])
+            return out, pmean(updates["batch_stats"][name], axis_name)
+        return model.apply(variables, x, train=train, method=method), batch_stats
 
     def noise(self, key: jax.Array, index: jax.Array) -> jax.Array:
         """z ~ N(0, I) [B, Z], one stream per example (its dataset index)."""
