@@ -1,10 +1,10 @@
 """The Flax airbench94 against the PyTorch original: same weights, same logits, same SGD steps.
 
-The PyTorch network below is `make_net` of legacy/airbench94.py
-(github.com/KellerJordan/cifar10-airbench, K. Jordan 2024), adapted only to run
-in float32 on the CPU (the script uses float16 on CUDA); the optimizer, its
-parameter groups, the learning-rate schedule, the label-smoothed summed loss,
-the whitening initialisation and the lookahead update are the script's.
+The PyTorch network, whitening initialisation, optimizer parameter groups and
+learning-rate schedule are those of legacy/airbench94.py
+(github.com/KellerJordan/cifar10-airbench, K. Jordan 2024) as
+`scripts.bench_peers` writes them (float32 on the CPU; the script uses float16
+on CUDA); the label-smoothed summed loss is the script's.
 Needs torch (`pip install -e .[bench]`); skipped without it.
 """
 
@@ -22,6 +22,7 @@ import jax.numpy as jnp  # noqa: E402
 from jaxdl.models.airbench import Airbench94  # noqa: E402
 from jaxdl.tasks.airbench import AirbenchTask  # noqa: E402
 from jaxdl.training import optim  # noqa: E402
+from scripts.bench_peers import torch_airbench94, torch_airbench94_optimizer, torch_airbench94_whitening  # noqa: E402
 from tests.conftest import assert_close  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -29,114 +30,6 @@ pytestmark = pytest.mark.torch
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 HYP = dict(batch_size=64, lr=11.5, momentum=0.85, weight_decay=0.0153, bias_scaler=64.0, label_smoothing=0.2)
 TOTAL_STEPS, WARMUP_STEPS = 476, 109
-
-
-class Flatten(nn.Module):
-    def forward(self, x):
-        return x.view(x.size(0), -1)
-
-
-class Mul(nn.Module):
-    def __init__(self, scale):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, x):
-        return x * self.scale
-
-
-class BatchNorm(nn.BatchNorm2d):
-    def __init__(self, num_features, momentum, eps=1e-12, weight=False, bias=True):
-        super().__init__(num_features, eps=eps, momentum=1 - momentum)
-        self.weight.requires_grad = weight
-        self.bias.requires_grad = bias
-
-
-class Conv(nn.Conv2d):
-    def __init__(self, in_channels, out_channels, kernel_size=3, padding="same", bias=False):
-        super().__init__(in_channels, out_channels, kernel_size=kernel_size, padding=padding, bias=bias)
-
-    def reset_parameters(self):
-        super().reset_parameters()
-        if self.bias is not None:
-            self.bias.data.zero_()
-        w = self.weight.data
-        torch.nn.init.dirac_(w[: w.size(1)])
-
-
-class ConvGroup(nn.Module):
-    def __init__(self, channels_in, channels_out, batchnorm_momentum):
-        super().__init__()
-        self.conv1 = Conv(channels_in, channels_out)
-        self.pool = nn.MaxPool2d(2)
-        self.norm1 = BatchNorm(channels_out, batchnorm_momentum)
-        self.conv2 = Conv(channels_out, channels_out)
-        self.norm2 = BatchNorm(channels_out, batchnorm_momentum)
-        self.activ = nn.GELU()
-
-    def forward(self, x):
-        x = self.activ(self.norm1(self.pool(self.conv1(x))))
-        return self.activ(self.norm2(self.conv2(x)))
-
-
-def make_net(widths=(64, 256, 256), batchnorm_momentum=0.6):
-    whiten_kernel_size = 2
-    whiten_width = 2 * 3 * whiten_kernel_size**2
-    net = nn.Sequential(
-        Conv(3, whiten_width, whiten_kernel_size, padding=0, bias=True),
-        nn.GELU(),
-        ConvGroup(whiten_width, widths[0], batchnorm_momentum),
-        ConvGroup(widths[0], widths[1], batchnorm_momentum),
-        ConvGroup(widths[1], widths[2], batchnorm_momentum),
-        nn.MaxPool2d(3),
-        Flatten(),
-        nn.Linear(widths[2], 10, bias=False),
-        Mul(1 / 9),
-    )
-    net[0].weight.requires_grad = False
-    return net
-
-
-def get_patches(x, patch_shape):
-    c, (h, w) = x.shape[1], patch_shape
-    return x.unfold(2, h, 1).unfold(3, w, 1).transpose(1, 3).reshape(-1, c, h, w).float()
-
-
-def torch_whitening_filters(train_set, eps=5e-4):
-    patches = get_patches(train_set, patch_shape=(2, 2))
-    n, c, h, w = patches.shape
-    patches_flat = patches.view(n, -1)
-    est_patch_covariance = (patches_flat.T @ patches_flat) / n
-    eigenvalues, eigenvectors = torch.linalg.eigh(est_patch_covariance, UPLO="U")
-    eigenvalues, eigenvectors = eigenvalues.flip(0).view(-1, 1, 1, 1), eigenvectors.T.reshape(c * h * w, c, h, w).flip(0)
-    eigenvectors_scaled = eigenvectors / torch.sqrt(eigenvalues + eps)
-    return torch.cat((eigenvectors_scaled, -eigenvectors_scaled))
-
-
-def torch_optimizer(net):
-    """The script's SGD parameter groups and LambdaLR schedule for batch `HYP["batch_size"]`."""
-    kilostep_scale = 1024 * (1 + 1 / (1 - HYP["momentum"]))
-    lr = HYP["lr"] / kilostep_scale
-    wd = HYP["weight_decay"] * HYP["batch_size"] / kilostep_scale
-    lr_biases = lr * HYP["bias_scaler"]
-    norm_biases = [p for k, p in net.named_parameters() if "norm" in k and p.requires_grad]
-    other_params = [p for k, p in net.named_parameters() if "norm" not in k and p.requires_grad]
-    param_configs = [
-        dict(params=norm_biases, lr=lr_biases, weight_decay=wd / lr_biases),
-        dict(params=other_params, lr=lr, weight_decay=wd / lr),
-    ]
-    optimizer = torch.optim.SGD(param_configs, momentum=HYP["momentum"], nesterov=True)
-
-    def get_lr(step):
-        warmup_steps = int(TOTAL_STEPS * 0.23)
-        warmdown_steps = TOTAL_STEPS - warmup_steps
-        if step < warmup_steps:
-            frac = step / warmup_steps
-            return 0.2 * (1 - frac) + 1.0 * frac
-        frac = (step - warmup_steps) / warmdown_steps
-        return 1.0 * (1 - frac) + 0.07 * frac
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, get_lr), lr
 
 
 def to_torch_kernel(kernel):
@@ -194,7 +87,7 @@ def setup():
     tx = optim.make_optimizer("sgd", schedule, momentum=HYP["momentum"], nesterov=True)
     state = task.init_state(jax.random.key(0), tx, {"image": images[:1]})
     torch.manual_seed(0)
-    net = make_net()
+    net = torch_airbench94()
     copy_into_torch(net, state.params)
     normalized = (images.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD)  # [N, H, W, C]
     torch_images = torch.from_numpy(normalized.transpose(0, 3, 1, 2).copy())
@@ -203,7 +96,7 @@ def setup():
 
 def test_whitening_filters_span_the_same_whitening_as_the_script(setup):
     task, _, _, _, _, _, torch_images = setup
-    reference = torch_whitening_filters(torch_images).numpy()  # [24, C, kh, kw]
+    reference = torch_airbench94_whitening(torch_images).numpy()  # [24, C, kh, kw]
     ours = task.whiten_kernel.transpose(3, 2, 0, 1)
     assert ours.shape == reference.shape
     # eigenvectors are defined up to sign (and rotation within equal eigenvalues): compare F^T F
@@ -224,7 +117,7 @@ def test_forward_pass_matches_pytorch(setup):
     assert_close(stats["batch_stats"]["block2"]["norm1"]["mean"], net[3].norm1.running_mean.numpy(), rtol=1e-4, atol=1e-6)
     net.eval()
     for module in net.modules():  # evaluate with the initial running statistics, as the Flax state holds them
-        if isinstance(module, BatchNorm):
+        if isinstance(module, nn.BatchNorm2d):
             module.reset_running_stats()
     expected_eval = net(torch_images[:64]).detach().numpy()
     logits_eval = task.model.apply({"params": state.params, "batch_stats": state.batch_stats}, jnp.asarray(x), train=False)
@@ -235,9 +128,9 @@ def test_forward_pass_matches_pytorch(setup):
 def test_two_sgd_steps_match_pytorch(setup):
     task, state, _, images, labels, _, torch_images = setup
     torch.manual_seed(0)
-    net = make_net()
+    net = torch_airbench94()
     copy_into_torch(net, state.params)
-    optimizer, scheduler, _ = torch_optimizer(net)
+    optimizer, scheduler = torch_airbench94_optimizer(net, batch_size=HYP["batch_size"], total_steps=TOTAL_STEPS)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=HYP["label_smoothing"], reduction="none")
     net.train()
     step = jax.jit(task.train_step)
@@ -256,3 +149,19 @@ def test_two_sgd_steps_match_pytorch(setup):
     assert not np.allclose(state.params["block1"]["norm1"]["bias"], initial["block1"]["norm1"]["bias"])
     assert not np.allclose(state.params["head"]["kernel"], initial["head"]["kernel"])
     assert_close(state.params, flax_from_torch(net), rtol=1e-4, atol=2e-6)
+
+
+def test_benchmark_peer_trains_the_scripts_network():
+    from scripts import bench_peers
+
+    rng = np.random.default_rng(0)
+    batch = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), "label": rng.integers(0, 10, 8)}
+    model = {"whiten_kernel_size": 2, "num_outputs": 10, "widths": [8, 16, 16], "scaling_factor": 1 / 9}
+    settings = {"model": model, "optimizer": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": True}}
+    net, loss = bench_peers._torch_airbench94(settings, batch)
+    assert not net[0].weight.requires_grad and net[2].norm1.bias.requires_grad and not net[2].norm1.weight.requires_grad
+    first = loss(net).item()
+    bench_peers.make("torch", "airbench94", settings, batch)(2)  # forward, summed loss, backward, SGD step
+    assert np.isfinite(first) and first > 0
+    with pytest.raises(bench_peers.NotAvailable, match="2x2 whitening"):
+        bench_peers._torch_airbench94({**settings, "model": {**model, "whiten_kernel_size": 3}}, batch)
