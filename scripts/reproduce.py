@@ -85,12 +85,28 @@ def record(overrides: list[str], run_dir: pathlib.Path, expected: dict) -> dict:
         "source": expected["source"],
         "measured": measured,
         "pass": check(measured, expected),
+        "data": data_identity(results.get("dataset", {})),
         "wall_time_s": results["wall_time_s"],
         "machine": f"{environment['device_count']}x {environment['device_kind']} ({platform.machine()}, {os.cpu_count()} cores)",
         "packages": {k: environment["packages"].get(k) for k in ("jax", "flax")},
         "commit": _run_commit(run_dir),
         "date": datetime.date.today().isoformat(),
         "run_dir": str(run_dir),
+    }
+
+
+def data_identity(dataset: dict) -> dict:
+    """What the run trained on, from results.json's `dataset`: name, version, and the
+    source archive's sha256 and `canonical` flag where the builder records them (a local
+    copy that is not the canonical file, e.g. CIFAR-10 re-encoded from JPEG, carries
+    `canonical: false`; expectations quoted from papers hold for the canonical data).
+    """
+    archive = (dataset.get("metadata") or {}).get("archive") or {}
+    return {
+        "name": dataset.get("name"),
+        "version": dataset.get("version"),
+        "archive_sha256": archive.get("sha256"),
+        "canonical": archive.get("canonical", True),
     }
 
 
@@ -114,9 +130,16 @@ def table(records: list[dict]) -> str:
         target = f"{symbol[r['comparison']]} {r['expected']:g}" if r["comparison"] != "within" else f"{r['expected']:g} ± {r['tolerance']:g}"
         lines.append(
             f"| `python -m experiments.run {r['config']}` | {r['metric']} | {target} | {r['measured']:.4g} | "
-            f"{'PASS' if r['pass'] else 'FAIL'} | {r['wall_time_s'] / 60:.1f} min | {r['machine']} | {r['date']} |"
+            f"{_verdict(r)} | {r['wall_time_s'] / 60:.1f} min | {r['machine']} | {r['date']} |"
         )
     return "\n".join(lines)
+
+
+def _verdict(r: dict) -> str:
+    verdict = "PASS" if r["pass"] else "FAIL"
+    if not r.get("data", {}).get("canonical", True):
+        verdict += " (non-canonical data)"
+    return verdict
 
 
 def write_table() -> None:
@@ -152,7 +175,7 @@ def main() -> None:
     RECORDS.parent.mkdir(exist_ok=True)
     with open(RECORDS, "a", encoding="utf-8") as f:
         f.write(json.dumps(result) + "\n")
-    verdict = "PASS" if result["pass"] else "FAIL"
+    verdict = _verdict(result)
     print(f"{verdict}: {result['metric']} measured {result['measured']:.4f}, expected {result['comparison']} "
           f"{result['expected']} (tolerance {result['tolerance']}), source: {result['source']}")
     sys.exit(0 if result["pass"] else 1)
