@@ -15,8 +15,9 @@ every epoch and with TTA level 2 (mirror + 1-pixel translations, 6 views) at the
 What differs from the script, and why: float32 on the CPU (the script runs float16 on CUDA;
 like it, network and batches are channels-last, which on this CPU is also 20-30 % faster than
 PyTorch's default NCHW);
-images are read from the binary archive (`cifar-10-batches-bin/*.bin`, `.tar.gz`, `.tar.xz`
-or an unpacked folder) instead of torchvision's download; one run instead of 25. The network,
+images are read from the binary archive (`cifar-10-batches-bin/*.bin` in a `.tar.gz` or
+`.tar.xz`, through jaxdl's own reader, `jaxdl.data.cifar10.read_records`) instead of
+torchvision's download; one run instead of 25. The network,
 whitening filters and optimizer are `scripts.bench_peers`'s, which tests/test_airbench_torch.py
 checks step for step against jaxdl's port.
 
@@ -30,13 +31,11 @@ extra (`pip install -e .[bench]`), never needed by jaxdl itself.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
 import pathlib
 import sys
-import tarfile
 import time
 
 import numpy as np
@@ -44,41 +43,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `scripts`
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `jaxdl` and `scripts`
+from jaxdl.data.cifar10 import TEST_MEMBERS, TRAIN_MEMBERS, read_records  # noqa: E402
+from jaxdl.data.idx_images import sha256sum  # noqa: E402
 from scripts.bench_peers import torch_airbench94, torch_airbench94_optimizer, torch_airbench94_whitening  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 HYP = dict(train_epochs=9.9, batch_size=1024, label_smoothing=0.2, whiten_bias_epochs=3, translate=2, tta_level=2)
-RECORD = 1 + 3 * 32 * 32  # label byte, then the image in CHW order
-
-
-def read_cifar10_binary(path: pathlib.Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train", "test"}: (images uint8 [N, 3, 32, 32], labels int64 [N]) from the binary CIFAR-10 layout.
-
-    `path` is the archive (`.tar.gz`, `.tar.xz`) or a folder holding `cifar-10-batches-bin/`.
-    Raises FileNotFoundError naming the files it looked for.
-    """
-    names = {"train": [f"data_batch_{i}.bin" for i in range(1, 6)], "test": ["test_batch.bin"]}
-    raw: dict[str, bytes] = {}
-    if path.is_dir():
-        for name in sum(names.values(), []):
-            found = next(iter(sorted(path.rglob(name))), None)
-            if found is None:
-                raise FileNotFoundError(f"{name} not found under {path}: pass the folder holding cifar-10-batches-bin/")
-            raw[name] = found.read_bytes()
-    else:
-        with tarfile.open(path) as archive:
-            for member in archive:
-                if member.isfile() and pathlib.PurePosixPath(member.name).name in sum(names.values(), []):
-                    raw[pathlib.PurePosixPath(member.name).name] = archive.extractfile(member).read()
-        missing = sorted(set(sum(names.values(), [])) - set(raw))
-        if missing:
-            raise FileNotFoundError(f"{path} lacks {missing}: pass cifar-10-binary.tar.gz (or .tar.xz)")
-    out = {}
-    for split, files in names.items():
-        records = np.frombuffer(b"".join(raw[name] for name in files), np.uint8).reshape(-1, RECORD)
-        out[split] = (records[:, 1:].reshape(-1, 3, 32, 32).copy(), records[:, 0].astype(np.int64))
-    return out
 
 
 def batch_flip_lr(images: torch.Tensor) -> torch.Tensor:
@@ -163,7 +134,7 @@ def evaluate(net: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta_lev
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", required=True, type=pathlib.Path,
-                        help="cifar-10-binary.tar.gz / .tar.xz, or the folder holding cifar-10-batches-bin/")
+                        help="cifar-10-binary.tar.gz or .tar.xz")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
     parser.add_argument("--train-epochs", type=float, default=HYP["train_epochs"], help="9.9 in the script")
@@ -173,9 +144,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     wall_start = time.perf_counter()
 
-    data = read_cifar10_binary(args.archive)
-    train_images, train_labels = (torch.from_numpy(a) for a in data["train"])
-    test_images, test_labels = (torch.from_numpy(a) for a in data["test"])
+    data = read_records(args.archive, {"train": TRAIN_MEMBERS, "test": TEST_MEMBERS})  # uint8 [N, 32, 32, 3], [N]
+    (train_images, train_labels), (test_images, test_labels) = (
+        (torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels.astype(np.int64)))
+        for images, labels in (data["train"], data["test"])
+    )
     loader = TrainLoader(train_images, train_labels, HYP["batch_size"])
     total_steps = math.ceil(len(loader) * args.train_epochs)
     net = torch_airbench94().to(memory_format=torch.channels_last)
@@ -224,7 +197,7 @@ def main() -> None:
           f"{total_time_seconds:18.1f} |", flush=True)
     print(f"steps {step}, wall time {wall_time_s:.1f} s (with data reading and per-epoch evaluations)", flush=True)
     if args.output:
-        archive_sha256 = hashlib.sha256(args.archive.read_bytes()).hexdigest() if args.archive.is_file() else None
+        archive_sha256 = sha256sum(args.archive)
         result = dict(seed=args.seed, threads=args.threads, steps=step, val_acc=epochs[-1]["val_acc"],
                       tta_val_acc=tta_val_acc, total_time_seconds=total_time_seconds, wall_time_s=wall_time_s,
                       epochs=epochs, archive=str(args.archive), archive_sha256=archive_sha256,
