@@ -12,7 +12,7 @@ import json
 import os
 import pathlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
@@ -124,6 +124,7 @@ def run(
     trainer: Mapping[str, Any],
     run_dir: os.PathLike | str,
     distributed: Mapping[str, Any] | None = None,
+    on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Prepares data, builds model, task and optimizer, trains, and writes results.json.
 
@@ -145,6 +146,8 @@ def run(
         SLURM). Each process then reads its own slice of every global batch,
         steps run under `jax.pmap` across all processes, and only process 0
         writes logs, pictures and results.
+      on_evaluation: passed to `jaxdl.training.loop.fit`: sees each
+        evaluation's metrics and may stop the run (a search's pruner).
 
     Returns:
       The results dict also written to `run_dir/results.json`.
@@ -238,6 +241,7 @@ def run(
             devices=devices,
             checkpointer=checkpointer,
             writer=writer,
+            on_evaluation=on_evaluation,
         )
     finally:
         checkpointer.close()

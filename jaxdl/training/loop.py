@@ -16,7 +16,7 @@ import math
 import pathlib
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -110,6 +110,7 @@ class _Progress:
     evals_since_best: int = 0
     elapsed_s: float = 0.0
     stopped_early: bool = False
+    stop_reason: str | None = None  # why it stopped before its planned length: "early_stopping" or a callback's reason
     last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def improved(self, value: float, mode: str, min_delta: float) -> bool:
@@ -142,6 +143,7 @@ def fit(
     devices: list[jax.Device],
     checkpointer: Checkpointer | None = None,
     writer: MetricWriter | None = None,
+    on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Trains `state` with `task` and returns the run's results.
 
@@ -159,10 +161,16 @@ def fit(
       devices: local devices to map the steps over.
       checkpointer, writer: where checkpoints and metrics go (None: nowhere,
         e.g. on processes other than 0).
+      on_evaluation: called as `on_evaluation(step, eval_metrics)` after each
+        evaluation, once its checkpoint is saved (e.g. to report the monitored
+        metric to a hyperparameter search). Returning a string stops training
+        there, like early stopping, with that string as `stop_reason` (a search
+        returns "pruned"); returning None goes on.
 
     Returns:
       dict with "metrics" (last eval plus the task's final evaluation),
       "best" (monitor value and step), "steps", "epochs", "stopped_early",
+      "stop_reason" (None, "early_stopping" or what `on_evaluation` returned),
       "wall_time_s" (training and evaluation, summed over resumed segments),
       "train_examples_per_s", "train_time_s" (seconds in training steps after the
       first, this segment; no evaluation), "first_step_s" (compile plus one step) and
@@ -250,7 +258,7 @@ def fit(
         else:
             progress_state.evals_since_best += 1
         if config.patience is not None and progress_state.evals_since_best > config.patience:
-            progress_state.stopped_early = True
+            progress_state.stopped_early, progress_state.stop_reason = True, "early_stopping"
         if writer is not None and config.artifacts:
             task.write_artifacts(parallel.unreplicate(replicated), round(epoch), run_dir, eval_loader.arrays)
             plot_curves(
@@ -260,11 +268,16 @@ def fit(
                 title=f"{task.progress_metric} against steps",
                 ylabel=task.progress_unit,
             )
+        if on_evaluation is not None and not progress_state.stopped_early:
+            reason = on_evaluation(step, dict(last_eval))
+            if reason:
+                progress_state.stopped_early, progress_state.stop_reason = True, str(reason)
+                bar.write(f"Stopped at step {step}: {reason}.")
         if checkpointer is not None:
             checkpointer.save(
                 step, parallel.to_host(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
             )
-        if progress_state.stopped_early:
+        if progress_state.stop_reason == "early_stopping":
             bar.write(
                 f"Early stop: {config.monitor} has not improved for {config.patience + 1} evaluations "
                 f"(best {progress_state.best:.4f} at step {progress_state.best_step})."
@@ -345,6 +358,7 @@ def fit(
         "steps": step,
         "epochs": step / steps_per_epoch,
         "stopped_early": progress_state.stopped_early,
+        "stop_reason": progress_state.stop_reason,
         "wall_time_s": wall_time_s,
         "final_evaluation_s": final_eval_s,
         "train_examples_per_s": examples / train_time if train_time > 0 else None,

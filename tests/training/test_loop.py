@@ -24,7 +24,7 @@ def synthetic(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), "label": rng.integers(0, 10, n)}
 
 
-def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, **loop):
+def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, on_evaluation=None, **loop):
     task = task or VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
     train_loader = ArrayLoader(synthetic(64, 0), 16, shuffle=True, seed=0, drop_remainder=True)
     eval_loader = ArrayLoader(task.prepare_eval_split(synthetic(24, 1)), 8, shuffle=False, drop_remainder=False)
@@ -36,6 +36,7 @@ def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, **loop):
         return fit(
             task, state, config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
             seed=0, devices=parallel.select_devices(devices), checkpointer=checkpointer, writer=writer,
+            on_evaluation=on_evaluation,
         ), checkpointer
     finally:
         checkpointer.close()
@@ -81,6 +82,22 @@ def test_early_stopping_stops_after_patience_evaluations_without_improvement(tmp
     results, _ = train(tmp_path, epochs=10, lr=0.0, patience=1)
     assert results["stopped_early"]
     assert results["steps"] == 3 * 4  # best at epoch 1, two evaluations without improvement
+
+
+def test_an_evaluation_callback_sees_every_evaluation_and_can_stop_the_run(tmp_path):
+    seen = []
+
+    def prune_after_two(step, metrics):
+        seen.append((step, metrics["eval/elbo"]))
+        return "pruned" if len(seen) == 2 else None
+
+    results, checkpointer = train(tmp_path, epochs=5, on_evaluation=prune_after_two)
+    assert [s for s, _ in seen] == [4, 8]
+    assert results["steps"] == 8 and results["stopped_early"] and results["stop_reason"] == "pruned"
+    assert results["metrics"]["eval/elbo"] == seen[-1][1]  # the last evaluation is recorded
+    assert 8 in Checkpointer(checkpointer.directory).all_steps()
+    again, _ = train(tmp_path, epochs=5, on_evaluation=prune_after_two)  # rerun: stays stopped, trains nothing
+    assert again["steps"] == 8 and again["stop_reason"] == "pruned" and len(seen) == 2
 
 
 class ExplodingTask(VAETask):
