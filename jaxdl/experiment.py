@@ -1,13 +1,14 @@
-"""Build a run from plain settings and train it: the library's entry point.
+"""Train one run from plain settings: the library's entry point.
 
 `run(...)` takes plain dicts (what `experiments/run.py` makes of the Hydra
-config) so that the library never depends on Hydra; every key is forwarded to
-the constructor it names, and an unknown key fails with the list of valid ones.
+config, and what `manifest.json` records), so the library never depends on
+Hydra. Every setting is forwarded to the constructor that owns it
+(`jaxdl.build`); an unknown one fails with the closest valid name.
 """
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import os
 import pathlib
@@ -15,94 +16,92 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import build, settings as schema
 from jaxdl.data import sequences, sources
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.data.streaming import StreamingLoader
+from jaxdl.errors import SettingsError
+from jaxdl.evaluators.fid import FID
 from jaxdl.metrics.writers import MetricWriter
-from jaxdl.models import MODELS
 from jaxdl.provenance import environment, manifest
-from jaxdl.tasks import TASKS, Task
-from jaxdl.training import optim, parallel
+from jaxdl.tasks.base import RunFacts, Task
+from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
-from jaxdl.training.loop import LoopConfig, fit
-
-def _construct(kind: str, cls: type, settings: Mapping[str, Any], *args: Any) -> Any:
-    """`cls(*args, **settings)` with a clear error naming unknown settings."""
-    params = inspect.signature(cls).parameters
-    unknown = sorted(set(settings) - set(params))
-    if unknown:
-        valid = sorted(p for p in params if p not in ("parent", "name") and params[p].kind is not inspect.Parameter.VAR_POSITIONAL)
-        raise TypeError(f"{kind} {cls.__name__} has no setting(s) {unknown}; valid settings: {valid}.")
-    return cls(*args, **settings)
+from jaxdl.training.loop import CheckpointSettings, TrainerSettings, fit
 
 
-def build_model(name: str, **settings: Any) -> nn.Module:
-    """Returns `MODELS[name](**settings)`; dtype names ("bfloat16") become dtypes.
+#: Final evaluators a run can choose by name (`evaluator=fid`); each is built from its constructor's settings.
+EVALUATORS: dict[str, type] = {"fid": FID}
+
+
+def trainer_settings(trainer: Mapping[str, Any]) -> TrainerSettings:
+    """The `trainer` settings as a checked `TrainerSettings`.
 
     Raises:
-      ValueError: unknown model name (the message lists the known ones).
-      TypeError: a setting the model does not have.
+      SettingsError: an unknown key (with the closest valid one) or a value the loop refuses.
     """
-    if name not in MODELS:
-        raise ValueError(f"Unknown model {name!r}; choose one of {sorted(MODELS)}.")
-    for key in ("dtype", "param_dtype"):
-        if isinstance(settings.get(key), str):
-            settings[key] = jnp.dtype(settings[key])
-    for key, value in settings.items():
-        if isinstance(value, list):
-            settings[key] = tuple(value)
-    return _construct("Model", MODELS[name], settings)
+    trainer = dict(trainer)
+    checkpoint = dict(trainer.pop("checkpoint", None) or {})
+    schema.check_keys("trainer", trainer, schema.of_dataclass(TrainerSettings))
+    schema.check_keys("trainer.checkpoint", checkpoint, schema.of_dataclass(CheckpointSettings))
+    try:
+        return TrainerSettings(**trainer, checkpoint=CheckpointSettings(**checkpoint))
+    except ValueError as error:
+        raise SettingsError(str(error)) from error
 
 
-def build_task(name: str, model: nn.Module, **settings: Any) -> Task:
-    """Returns `TASKS[name](model, **settings)`.
+def data_settings(data: Mapping[str, Any]) -> tuple[sources.DataSettings, dict[str, Any]]:
+    """Splits the `data` settings into the common ones and the window maker's (e.g. seq_len).
 
     Raises:
-      ValueError: unknown task name. TypeError: a setting the task does not have.
+      SettingsError: unknown dataset or key.
     """
-    if name not in TASKS:
-        raise ValueError(f"Unknown task {name!r}; choose one of {sorted(TASKS)}.")
-    return _construct("Task", TASKS[name], settings, model)
+    data = dict(data)
+    if data.get("name") not in sources.BUILDERS:
+        raise SettingsError(f"Unknown dataset {data.get('name')!r}; choose one of {sorted(sources.BUILDERS)}.")
+    common = {f.name for f in dataclasses.fields(sources.DataSettings)}
+    maker = sequences.EXAMPLES.get(data["name"])
+    windows = schema.of_callable(maker, skip=("train", "eval", "train_limit", "eval_limit")) if maker else ()
+    schema.check_keys(f"data={data['name']}", data, [*schema.of_dataclass(sources.DataSettings), *windows])
+    return sources.DataSettings(**{k: v for k, v in data.items() if k in common}), {
+        k: v for k, v in data.items() if k not in common
+    }
 
 
 def _streaming_loader(
-    data: Mapping[str, Any], builder: Any, objective: Task, seed: int, process: Mapping[str, int]
+    data: sources.DataSettings, builder: Any, task: Task, batch_size: int, seed: int, process: Mapping[str, int]
 ) -> StreamingLoader | None:
     """The training split as a `StreamingLoader` when `data.streaming` is set, else None.
 
-    Only the training split streams; the evaluation split is read into memory
-    (tasks draw their pictures from it).
+    Only the training split streams; the evaluation split is read into memory.
 
     Raises:
-      ValueError: the dataset is cut into windows in memory, or the task
+      SettingsError: the dataset is cut into windows in memory, or the task
         prepares the whole training split in memory; both need data.streaming=false.
     """
-    if not data.get("streaming"):
+    if not data.streaming:
         return None
-    if data["name"] in sequences.EXAMPLES:
-        raise ValueError(
-            f"data.streaming=true reads records as they are stored, but {data['name']} is cut into windows in memory "
+    if data.name in sequences.EXAMPLES:
+        raise SettingsError(
+            f"data.streaming=true reads records as they are stored, but {data.name} is cut into windows in memory "
             "(jaxdl.data.sequences); set data.streaming=false."
         )
-    if type(objective).prepare_train_split is not Task.prepare_train_split:
-        raise ValueError(
-            f"Task {type(objective).__name__} prepares the whole training split in memory (prepare_train_split); "
-            "set data.streaming=false."
+    if not task.streams:
+        raise SettingsError(
+            f"Task {type(task).__name__} prepares the whole training split in memory; set data.streaming=false."
         )
     return StreamingLoader(
-        builder.as_data_source(split=data.get("train_split", "train")),
-        data["batch_size"],
+        builder.as_data_source(split=data.train_split),
+        batch_size,
         shuffle=True,
         seed=seed,
         drop_remainder=True,
-        limit=data.get("train_limit"),
-        num_workers=data.get("num_workers", 0),
-        prefetch_batches=data.get("prefetch_batches", 2),
+        limit=data.train_limit,
+        num_workers=data.num_workers,
+        prefetch_batches=data.prefetch_batches,
         **process,
     )
 
@@ -123,34 +122,44 @@ def run(
     optimizer: Mapping[str, Any],
     trainer: Mapping[str, Any],
     run_dir: os.PathLike | str,
+    precision: str = "auto",
     distributed: Mapping[str, Any] | None = None,
+    evaluator: Mapping[str, Any] | None = None,
     on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Prepares data, builds model, task and optimizer, trains, and writes results.json.
 
     Args:
       seed: seeds parameter init, data order and every random stream.
-      model: {"name": registered model, **constructor settings}.
-      task: {"name": registered task, **constructor settings}.
-      data: name, batch_size, eval_batch_size, data_dir, manual_dir,
-        train_split, eval_split, train_limit, eval_limit.
-      optimizer: name, learning_rate, schedule {name, ...} and the
-        optimizer's own settings (see `jaxdl.training.optim`).
-      trainer: LoopConfig fields plus num_devices, tensorboard and checkpoint
-        {keep_last}; `monitor`/`mode` default to the task's.
+      model: {"name": registered model, **its settings}; settings that
+        describe the data (image shape, vocabulary size) are taken from it when unset.
+      task: {"name": registered task, **its settings}.
+      data: `jaxdl.data.sources.DataSettings` fields and, for windowed
+        datasets, the window maker's (seq_len, ...).
+      optimizer: name, learning_rate, the optimizer's own settings,
+        grad_clip_norm and schedule {name, ...} (see `jaxdl.build.build_optimizer`).
+      trainer: `jaxdl.training.loop.TrainerSettings` fields (batch sizes,
+        run length, evaluation and checkpoint cadence, ...).
       run_dir: output folder (created); rerunning into the same folder resumes.
         With several processes it must be the same folder on every host.
+      precision: compute precision, "auto" (bfloat16 on GPU/TPU, float32 on
+        CPU), "float32" or "bfloat16"; recorded in manifest.json as resolved.
       distributed: {"enabled", "coordinator_address", "num_processes",
         "process_id"}: when enabled, `jax.distributed.initialize` joins this
         process to a multi-host run (None values are detected, e.g. under
         SLURM). Each process then reads its own slice of every global batch,
         steps run under `jax.pmap` across all processes, and only process 0
         writes logs, pictures and results.
+      evaluator: {"name": a key of `jaxdl.evaluators.EVALUATORS`, **its
+        settings} run on the final state (e.g. FID), or None.
       on_evaluation: passed to `jaxdl.training.loop.fit`: sees each
         evaluation's metrics and may stop the run (a search's pruner).
 
     Returns:
       The results dict also written to `run_dir/results.json`.
+
+    Raises:
+      SettingsError: a setting is unknown or does not fit the others or the data.
     """
     t_start = time.perf_counter()
     distributed = dict(distributed or {})
@@ -159,80 +168,85 @@ def run(
     run_dir = pathlib.Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
-    model_settings, task_settings = dict(model), dict(task)
-    data, trainer, optimizer = dict(data), dict(trainer), dict(optimizer)
+    recorded = dict(seed=seed, precision=precision, model=model, task=task, data=data, optimizer=optimizer,
+                    trainer=trainer, evaluator=evaluator)
+    loop_settings = trainer_settings(trainer)
+    data_common, windows = data_settings(data)
+    compute = build.compute_dtype(precision)
 
-    module = build_model(model_settings.pop("name"), **model_settings)
-    objective = build_task(task_settings.pop("name"), module, **task_settings)
+    builder = sources.prepare(data_common.name, data_dir=data_common.data_dir, manual_dir=data_common.manual_dir)
+    spec = build.data_spec(builder, data)
+    module = build.build_model(model, spec, precision=precision)
+    objective = build.build_task(task, module, spec)
+    final_evaluator = _evaluator(evaluator)
 
-    builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
     process = dict(process_index=jax.process_index(), process_count=jax.process_count())
-    streamed = _streaming_loader(data, builder, objective, seed, process)  # None: the split is read into memory
+    batch_size = loop_settings.batch_size
+    streamed = _streaming_loader(data_common, builder, objective, batch_size, seed, process)
     if streamed is not None:
         train_arrays = streamed.example()  # one record: shapes for init; batches are read while training
     else:
-        train_arrays = sources.load_arrays(builder, data.get("train_split", "train"), limit=data.get("train_limit"))
-    eval_arrays = sources.load_arrays(builder, data.get("eval_split", "test"), limit=data.get("eval_limit"))
+        train_arrays = sources.load_arrays(builder, data_common.train_split, limit=data_common.train_limit)
+    eval_arrays = sources.load_arrays(builder, data_common.eval_split, limit=data_common.eval_limit)
     dataset = sources.describe(builder)
+    train_arrays, eval_arrays = sequences.make_examples(
+        {"name": data_common.name, "train_limit": data_common.train_limit, "eval_limit": data_common.eval_limit,
+         **windows}, train_arrays, eval_arrays,
+    )  # text/traces -> windows
+    _check_features(objective, train_arrays, task, data_common.name)
+    raw_eval = eval_arrays
+    facts = RunFacts(batch_size=batch_size, epochs=loop_settings.epochs, max_steps=loop_settings.max_steps)
+    prepared = objective.prepare(train_arrays, eval_arrays, facts)
     if is_main:
-        record, diff = manifest(
-            settings=dict(seed=seed, model=model, task=task, data=data, optimizer=optimizer, trainer=trainer),
-            dataset=dataset,
-        )
+        built = {
+            "data_spec": schema.plain(dataclasses.asdict(spec)),
+            "model": build.resolve_model(model, spec),
+            "task": build.resolve_task(task, spec),
+            "compute_dtype": compute.name,
+            "batch_size": batch_size,
+            "steps_per_epoch": facts.steps_per_epoch(len(next(iter(prepared.train.values())))) if streamed is None
+            else None,
+        }
+        record, diff = manifest(settings=recorded, built=built, dataset=dataset)
         write_json(run_dir / "manifest.json", record)
         if diff:
             (run_dir / "git.diff").write_text(diff)
-    train_arrays, eval_arrays = sequences.make_examples(data, train_arrays, eval_arrays)  # text/traces -> windows
-    train_arrays = objective.prepare_train_split(train_arrays)
-    eval_arrays = objective.prepare_eval_split(eval_arrays)
-    devices = parallel.select_devices(trainer.pop("num_devices", None))
+    devices = parallel.select_devices(loop_settings.num_devices)
     train_loader = streamed or ArrayLoader(
-        train_arrays, data["batch_size"], shuffle=True, seed=seed, drop_remainder=True, **process
+        prepared.train, batch_size, shuffle=True, seed=seed, drop_remainder=True, **process
     )
     eval_loader = ArrayLoader(
-        eval_arrays, data.get("eval_batch_size") or data["batch_size"], shuffle=False, drop_remainder=False, **process
+        prepared.eval, loop_settings.eval_batch_size or batch_size, shuffle=False, drop_remainder=False, **process
     )
     local = train_loader.batch_size // process["process_count"]
     if local % len(devices) or eval_loader.batch_size // process["process_count"] % len(devices):
-        raise ValueError(
-            f"data.batch_size={train_loader.batch_size} and data.eval_batch_size={eval_loader.batch_size} must split "
-            f"evenly over {len(devices)} devices x {process['process_count']} processes."
+        raise SettingsError(
+            f"trainer.batch_size={train_loader.batch_size} and trainer.eval_batch_size={eval_loader.batch_size} must "
+            f"split evenly over {len(devices)} devices x {process['process_count']} processes."
         )
 
-    checkpoint = dict(trainer.pop("checkpoint", None) or {})
-    tensorboard = trainer.pop("tensorboard", True)
-    if trainer.get("monitor") is None:
-        trainer["monitor"] = objective.default_metric
-    if trainer.get("mode") is None:
-        trainer["mode"] = objective.default_mode
-    if jax.process_count() > 1:
-        trainer["backend"] = "pmap"  # pmap maps over every process's local devices natively
-        trainer["progress"] = trainer.get("progress", True) and is_main
-    loop_config = _construct("Trainer setting", LoopConfig, trainer)
-
-    schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
-    schedule = optim.make_schedule(
-        schedule_settings.pop("name"),
-        optimizer.pop("learning_rate"),
-        total_steps=loop_config.total_steps(train_loader.steps_per_epoch),
-        steps_per_epoch=train_loader.steps_per_epoch,
-        **schedule_settings,
+    loop_config = loop_settings.loop_config(monitor=objective.default_metric, mode=objective.default_mode)
+    if jax.process_count() > 1:  # pmap maps over every process's local devices natively
+        loop_config = dataclasses.replace(loop_config, backend="pmap", progress=loop_config.progress and is_main)
+    steps_per_epoch = train_loader.steps_per_epoch
+    tx = build.build_optimizer(
+        optimizer, total_steps=loop_config.total_steps(steps_per_epoch), steps_per_epoch=steps_per_epoch
     )
-    tx = optim.make_optimizer(optimizer.pop("name"), schedule, **optimizer)
-
     init_key = jax.random.fold_in(jax.random.key(seed), 0)
     example = {k: v[:1] for k, v in train_arrays.items()}
-    state = objective.init_state(init_key, tx, example)
+    state = objective.init_state(init_key, tx, example, prepared.context)
 
     checkpointer = Checkpointer(
-        run_dir / "checkpoints", keep_last=checkpoint.get("keep_last", 2), best_metric=loop_config.monitor, mode=loop_config.mode
+        run_dir / "checkpoints", keep_last=loop_settings.checkpoint.keep_last, best_metric=loop_config.monitor,
+        mode=loop_config.mode,
     )
-    writer = MetricWriter(run_dir, tensorboard=tensorboard) if is_main else None
+    writer = MetricWriter(run_dir, tensorboard=loop_settings.tensorboard) if is_main else None
     setup_s = time.perf_counter() - t_start
     try:
         results = fit(
             objective,
             state,
+            prepared=prepared,
             config=loop_config,
             train_loader=train_loader,
             eval_loader=eval_loader,
@@ -242,6 +256,7 @@ def run(
             checkpointer=checkpointer,
             writer=writer,
             on_evaluation=on_evaluation,
+            evaluate_final=None if final_evaluator is None else (lambda final: final_evaluator(objective, final, raw_eval)),
         )
     finally:
         checkpointer.close()
@@ -256,3 +271,28 @@ def run(
     if is_main:
         write_json(run_dir / "results.json", results)
     return results
+
+
+def _check_features(task: Task, arrays: Mapping[str, np.ndarray], settings: Mapping[str, Any], data: str) -> None:
+    """Raises SettingsError when the task reads batch keys the data does not give."""
+    missing = [k for k in task.required_features() if k not in arrays]
+    if missing:
+        raise SettingsError(
+            f"task={settings['name']} reads {missing} but data={data} gives {sorted(arrays)}; choose data with "
+            f"{', '.join(missing)} or another task."
+        )
+
+
+def _evaluator(settings: Mapping[str, Any] | None) -> Callable[..., dict[str, float]] | None:
+    """The configured final evaluator, built from its settings (None: none)."""
+    if not settings:
+        return None
+    settings = dict(settings)
+    name = settings.pop("name")
+    if name not in EVALUATORS:
+        raise SettingsError(f"Unknown evaluator {name!r}; choose one of {sorted(EVALUATORS)}.")
+    cls = EVALUATORS[name]
+    schema.check_keys(f"evaluator={name}", settings, schema.of_callable(cls))
+    return cls(**settings)
+
+

@@ -78,17 +78,23 @@ def git_state(source_dir: pathlib.Path = SOURCE_DIR) -> dict[str, Any]:
     return {"commit": commit.strip(), "dirty": bool(diff or untracked), "diff": diff, "untracked": untracked}
 
 
-def manifest(*, settings: dict[str, Any], dataset: dict[str, Any]) -> tuple[dict[str, Any], str]:
+def manifest(
+    *, settings: dict[str, Any], dataset: dict[str, Any], built: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], str]:
     """The run's manifest and its uncommitted diff (empty when the tree is clean).
 
     Args:
-      settings: the resolved settings the run was built from.
+      settings: the resolved settings the run was given (its identity).
       dataset: name, version, raw-file fingerprints of the data.
+      built: what was built from them: the model and task settings with the
+        data's facts filled in, the compute dtype, the batch size and steps per
+        epoch (enough to rebuild the run without its data; `jaxdl.runs`).
     """
     git = git_state()
     record = {
         "command": sys.argv,
         "settings": settings,
+        "built": built or {},
         "git": {k: v for k, v in git.items() if k != "diff"},
         "environment": environment(),
         "dataset": dataset,

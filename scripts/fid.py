@@ -5,7 +5,7 @@
 
 Each score compares `--num-samples` images with the whole test split of the
 classifier's dataset, on the classifier's penultimate-layer features
-(`jaxdl.metrics.fid`). This is not Inception-FID: numbers compare runs within
+(`jaxdl.evaluators.fid`). This is not Inception-FID: numbers compare runs within
 jaxdl, for the same classifier checkpoint, and nothing else.
 
   --run RUN_DIR   a finished GAN or VAE run on the same dataset; its latest
@@ -31,12 +31,11 @@ import pathlib
 import sys
 import time
 
-import jax
 import numpy as np
 
 from jaxdl.data import sources
-from jaxdl.metrics import fid
-from jaxdl.runs import load_settings, restore
+from jaxdl.evaluators import fid
+from jaxdl.runs import load_classifier, load_manifest, load_settings, restore
 from jaxdl.tasks.gan import GANTask
 from jaxdl.tasks.vae import VAETask
 
@@ -49,8 +48,9 @@ def generated_images(
     Raises:
       ValueError: the run's task is neither a GAN nor a VAE.
     """
-    settings = load_settings(run_dir)
-    shape = tuple(settings["model"].get("image_shape") or (28, 28, 1))
+    record = load_manifest(run_dir)
+    settings = record["settings"]
+    shape = tuple(record["built"]["data_spec"]["image_shape"])
     restored = restore(run_dir, {"image": np.zeros((1, *shape), np.uint8), "label": np.zeros((1,), np.int32)}, step=step)
     task, state = restored.task, restored.state
     if isinstance(task, GANTask):
@@ -58,12 +58,7 @@ def generated_images(
         which = "averaged" if averaged and state.g_ema is not None else "current"
         how = f"GAN samples of the {which} generator (evaluation mode), (x + 1) / 2"
     elif isinstance(task, VAETask):
-        from jaxdl.tasks.vae import _decode
-
-        z = jax.random.normal(jax.random.key(seed), (num, task.model.latent_dim))
-        images = np.concatenate(
-            [np.asarray(jax.nn.sigmoid(_decode(task.model, state.params, z[i : i + 1000]))) for i in range(0, num, 1000)]
-        )
+        images = task.sample(state, num, seed=seed)
         how = "VAE prior samples z ~ N(0, I), Bernoulli means sigmoid(decoder logits)"
     else:
         raise ValueError(f"{run_dir} trained task {settings['task']['name']!r}; --run takes a GAN or VAE run.")
@@ -71,7 +66,7 @@ def generated_images(
         "run": str(run_dir),
         "model": settings["model"]["name"],
         "dataset": settings["data"]["name"],
-        "checkpoint": str((pathlib.Path(run_dir) / "checkpoints" / str(restored.step)).resolve()),
+        "checkpoint": restored.checkpoint,
         "samples": how,
     }
     return images.astype(np.float32), source
@@ -93,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.run and not args.train_vs_test:
         parser.error("nothing to score: give --run RUN_DIR and/or --train-vs-test")
 
-    classifier = fid.load_classifier(args.classifier)
+    classifier = load_classifier(args.classifier)
     data = load_settings(args.classifier)["data"]
     builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
     test = sources.load_arrays(builder, "test")

@@ -11,10 +11,42 @@ Sources: random crop after 4-pixel padding and horizontal flips as in He et al.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 
 PAD_MODES = ("reflect", "constant")
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Training-time augmentation of images: `augment`'s settings, every transform off by default.
+
+    Attributes:
+      crop_pad: pixels of padding before a random crop back to the image size (0: no crop).
+      crop_mode: "reflect" or "constant" (zero) padding.
+      flip: random horizontal flips.
+      cutout_size: side of a zeroed square, pixels (0: no cutout).
+    """
+
+    crop_pad: int = 0
+    crop_mode: str = "reflect"
+    flip: bool = False
+    cutout_size: int = 0
+
+    def __post_init__(self):
+        if self.crop_mode not in PAD_MODES:
+            raise ValueError(f"task.augment.crop_mode={self.crop_mode!r}; choose one of {PAD_MODES}.")
+        if self.crop_pad < 0 or self.cutout_size < 0:
+            raise ValueError("task.augment.crop_pad and task.augment.cutout_size must be 0 (off) or more pixels.")
+
+    def enabled(self) -> dict[str, object]:
+        """The keyword arguments of `augment` for the transforms that are on ({} when none is)."""
+        on = {k: v for k, v in dataclasses.asdict(self).items() if v and k != "crop_mode"}
+        if self.crop_pad:
+            on["crop_mode"] = self.crop_mode
+        return on
 
 
 def random_crop(key: jax.Array, image: jax.Array, *, pad: int, mode: str = "reflect") -> jax.Array:

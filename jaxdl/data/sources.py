@@ -14,6 +14,7 @@ Where the files live:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 from collections.abc import Sequence
@@ -37,6 +38,37 @@ BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "diabetes": Diabetes,
     "mnist_big": MnistBig,  # MNIST at 56x56, 12 shifted copies: 2.26 GB, larger than memory (data.streaming=true)
 }
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+    """Where a dataset lives and which part of it a run reads (the `data` settings every dataset has).
+
+    A dataset cut into windows (`jaxdl.data.sequences.EXAMPLES`) adds the
+    keyword settings of its window maker (e.g. `seq_len`).
+
+    Attributes:
+      name: a key of `BUILDERS`.
+      data_dir: prepared TFDS datasets (None: $JAXDL_DATA_DIR, else TFDS's default).
+      manual_dir: raw files for offline preparation (None: $JAXDL_MANUAL_DIR, else download).
+      train_split, eval_split: TFDS split names (slicing such as "train[:10%]" works).
+      train_limit, eval_limit: read only the first N records or windows (None: all).
+      streaming: read training batches from the prepared files on demand
+        instead of into memory (same batches; `jaxdl.data.streaming`).
+      num_workers: streaming reader processes (0: one background thread).
+      prefetch_batches: streaming: batches each reader keeps ready.
+    """
+
+    name: str
+    data_dir: str | None = None
+    manual_dir: str | None = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    train_limit: int | None = None
+    eval_limit: int | None = None
+    streaming: bool = False
+    num_workers: int = 0
+    prefetch_batches: int = 2
 
 
 def default_data_dir() -> str | None:

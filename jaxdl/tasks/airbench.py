@@ -35,8 +35,8 @@ epoch, last partial batch dropped, as the script does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import flax
 import flax.linen as nn
@@ -47,7 +47,7 @@ import optax
 
 from jaxdl.data.augment import normalize, random_crop
 from jaxdl.models.airbench import whitening_kernel
-from jaxdl.tasks.base import Batch, Metrics
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts
 from jaxdl.tasks.classification import ClassificationTask, apply_model, init_variables, model_inputs
 from jaxdl.training.parallel import example_keys, pmean
 from jaxdl.training.state import TrainState
@@ -82,15 +82,27 @@ def lookahead_decay(step: jax.Array, total_steps: int) -> jax.Array:
     return 0.95**5 * (step.astype(jnp.float32) / total_steps) ** 3
 
 
+class AirbenchContext(NamedTuple):
+    """What `AirbenchTask.prepare` fits and the steps read.
+
+    Attributes:
+      batch_size: the global training batch (the loss is summed over it).
+      steps_per_epoch: optimizer steps per epoch (the alternating flip and the whitening bias count epochs).
+      total_steps: optimizer steps of the run (the lookahead schedule ends there).
+      whiten_kernel: float32 [k, k, C, 2 k^2 C] whitening filters of the first conv.
+    """
+
+    batch_size: int
+    steps_per_epoch: int
+    total_steps: int
+    whiten_kernel: np.ndarray
+
+
 class AirbenchTask(ClassificationTask):
     """airbench94's recipe: whitening init, grouped SGD, lookahead, alternating flips, TTA.
 
-    Args (besides `ClassificationTask`'s, whose `augment` must stay off; `normalize_mean`/`normalize_std` are required):
-      batch_size: the global training batch (examples); the loss is summed over it
-        and an epoch is `train examples // batch_size` steps.
-      total_steps: optimizer steps of the run (the lookahead schedule ends
-        there); None: `epochs` whole epochs.
-      epochs: used only when `total_steps` is None.
+    Args (besides `ClassificationTask`'s but `augment`, which this recipe replaces; `normalize_mean`/`normalize_std`
+    are required):
       weight_decay: PyTorch SGD `weight_decay` of the kernels and the whitening
         bias (airbench: 0.0153 per 1024 examples relative to lr 11.5 per 1024,
         i.e. 0.0153 * 1024 / 11.5).
@@ -101,15 +113,16 @@ class AirbenchTask(ClassificationTask):
       whiten_eps: added to the patch covariance's eigenvalues.
       flip: alternating flips; translate: maximum shift, pixels (0: none).
       lookahead: use the lookahead average (False: plain SGD).
+
+    The batch size and the run's length come from the run (`RunFacts`, given to `prepare`).
     """
+
+    streams = False  # the whitening filters are fitted on the training images in `prepare`
 
     def __init__(
         self,
         model: nn.Module,
         *,
-        batch_size: int,
-        total_steps: int | None = None,
-        epochs: int | None = None,
         weight_decay: float = 0.0153 * 1024 / 11.5,
         bias_scaler: float = 64.0,
         whiten_bias_epochs: int = 3,
@@ -123,25 +136,17 @@ class AirbenchTask(ClassificationTask):
         num_classes: int = 10,
         input_key: str = "image",
         label_key: str = "label",
-        normalize_mean: Sequence[float] | None = None,
-        normalize_std: Sequence[float] | None = None,
+        normalize_mean: Sequence[float] | None = (0.4914, 0.4822, 0.4465),
+        normalize_std: Sequence[float] | None = (0.2470, 0.2435, 0.2616),
         class_names: Sequence[str] | None = None,
-        augment: Mapping[str, Any] | None = None,
     ):
         super().__init__(
-            model, num_classes=num_classes, input_key=input_key, label_key=label_key, augment=augment,
+            model, num_classes=num_classes, input_key=input_key, label_key=label_key,
             normalize_mean=normalize_mean, normalize_std=normalize_std, class_names=class_names,
             label_smoothing=label_smoothing, tta_level=tta_level,
         )
-        if self.augment:
-            raise ValueError(f"task.augment={dict(self.augment)} is not used by AirbenchTask; set task.flip and task.translate.")
         if self.normalize_mean is None:
-            raise ValueError("AirbenchTask needs task.normalize_mean and task.normalize_std (CIFAR-10: see the experiment).")
-        if total_steps is None and epochs is None:
-            raise ValueError("Set task.total_steps (or task.epochs) to the run's length; the experiment interpolates trainer.max_steps.")
-        self.batch_size = batch_size
-        self.total_steps_setting = total_steps
-        self.epochs = epochs
+            raise ValueError("AirbenchTask needs task.normalize_mean and task.normalize_std (per-channel, [0, 1] units).")
         self.weight_decay = weight_decay
         self.bias_scaler = bias_scaler
         self.whiten_bias_epochs = whiten_bias_epochs
@@ -150,30 +155,27 @@ class AirbenchTask(ClassificationTask):
         self.flip = flip
         self.translate = translate
         self.lookahead = lookahead
-        self.steps_per_epoch: int | None = None
-        self.whiten_kernel: np.ndarray | None = None
 
-    @property
-    def total_steps(self) -> int:
-        if self.total_steps_setting is not None:
-            return self.total_steps_setting
-        return self.epochs * self.steps_per_epoch
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
+        """Counts the steps of an epoch and computes the whitening filters from the first training images.
 
-    def prepare_train_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Counts the steps of an epoch and computes the whitening filters from the first images."""
-        n = len(arrays[self.label_key])
-        if n < self.batch_size:
-            raise ValueError(f"{n} training examples are fewer than task.batch_size={self.batch_size}.")
-        self.steps_per_epoch = n // self.batch_size
-        images = np.asarray(arrays[self.input_key][: self.whiten_images], np.float32) / 255.0
+        Raises:
+          ValueError: fewer training examples than one batch.
+        """
+        n = len(train[self.label_key])
+        if n < facts.batch_size:
+            raise ValueError(f"{n} training examples are fewer than one batch of {facts.batch_size}.")
+        images = np.asarray(train[self.input_key][: self.whiten_images], np.float32) / 255.0
         images = (images - np.asarray(self.normalize_mean, np.float32)) / np.asarray(self.normalize_std, np.float32)
-        k = self.model.whiten_kernel_size
-        self.whiten_kernel = whitening_kernel(images, kernel_size=k, eps=self.whiten_eps)
-        return arrays
+        kernel = whitening_kernel(images, kernel_size=self.model.whiten_kernel_size, eps=self.whiten_eps)
+        context = AirbenchContext(facts.batch_size, facts.steps_per_epoch(n), facts.total_steps(n), kernel)
+        return Prepared(train, eval, context)
 
-    def make_optimizer(self, tx: optax.GradientTransformation, params: Any) -> optax.GradientTransformation:
+    def make_optimizer(
+        self, tx: optax.GradientTransformation, params: Any, context: AirbenchContext
+    ) -> optax.GradientTransformation:
         """The configured `tx` per parameter group with coupled weight decay, the bias step scale and freezing."""
-        whiten_steps = self.whiten_bias_epochs * self.steps_per_epoch
+        whiten_steps = self.whiten_bias_epochs * context.steps_per_epoch
         groups = {
             "other": optax.chain(optax.add_decayed_weights(self.weight_decay), tx),
             "norm_bias": optax.chain(
@@ -188,32 +190,37 @@ class AirbenchTask(ClassificationTask):
         }
         return optax.multi_transform(groups, param_groups(params))
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> AirbenchState:
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: AirbenchContext = None
+    ) -> AirbenchState:
         """Initialises the network, sets the whitening filters, and wraps `tx` (see the module docstring).
 
         Raises:
-          RuntimeError: `prepare_train_split` has not run (it computes the whitening filters).
+          ValueError: no context (`prepare` computes the whitening filters), or filters of the wrong shape.
         """
-        if self.whiten_kernel is None:
-            raise RuntimeError("AirbenchTask.prepare_train_split must run before init_state (it computes the whitening filters).")
+        if context is None:
+            raise ValueError("AirbenchTask.init_state needs the context that prepare() returns (the whitening filters).")
         x = model_inputs({self.input_key: jnp.asarray(example_batch[self.input_key][:1])}, self.input_key)
         params, batch_stats = init_variables(self.model, key, x)
         ema = {"params": params, "batch_stats": batch_stats}  # the script's average starts before whitening
         params = flax.core.unfreeze(params)
-        if params["whiten"]["kernel"].shape != self.whiten_kernel.shape:
-            raise ValueError(f"whitening filters {self.whiten_kernel.shape} do not fit the model's {params['whiten']['kernel'].shape}.")
-        params["whiten"]["kernel"] = jnp.asarray(self.whiten_kernel, params["whiten"]["kernel"].dtype)
+        kernel = context.whiten_kernel
+        if params["whiten"]["kernel"].shape != kernel.shape:
+            raise ValueError(f"whitening filters {kernel.shape} do not fit the model's {params['whiten']['kernel'].shape}.")
+        params["whiten"]["kernel"] = jnp.asarray(kernel, params["whiten"]["kernel"].dtype)
         return AirbenchState.create(
-            apply_fn=self.model.apply, params=params, tx=self.make_optimizer(tx, params), batch_stats=batch_stats, ema=ema
+            apply_fn=self.model.apply, params=params, tx=self.make_optimizer(tx, params, context),
+            batch_stats=batch_stats, ema=ema,
         )
 
-    def train_inputs(self, batch: Batch, key: jax.Array, step: jax.Array) -> jax.Array:
+    def train_inputs(self, batch: Batch, key: jax.Array, step: jax.Array, steps_per_epoch: int) -> jax.Array:
         """Normalised, augmented training images [B, H, W, C].
 
         Args:
           key: the run's training key (not folded with the step): draws each
             image's once-per-run flip; `fold_in(key, step)` draws the shifts.
           step: the optimizer step (int32 scalar); odd epochs mirror everything.
+          steps_per_epoch: optimizer steps per epoch.
         """
         x = normalize(model_inputs(batch, self.input_key), self.normalize_mean, self.normalize_std)
         if self.translate:
@@ -222,11 +229,13 @@ class AirbenchTask(ClassificationTask):
         if self.flip:
             flip_keys = example_keys(jax.random.fold_in(key, 3), batch["index"])
             once = jax.vmap(jax.random.bernoulli)(flip_keys)  # [B], fixed for the run
-            odd_epoch = (step // self.steps_per_epoch) % 2 == 1
+            odd_epoch = (step // steps_per_epoch) % 2 == 1
             x = jnp.where((once != odd_epoch)[:, None, None, None], x[:, :, ::-1], x)
         return x
 
-    def airbench_loss(self, params, batch_stats, x: jax.Array, labels: jax.Array, *, axis_name: str | None = None):
+    def airbench_loss(
+        self, params, batch_stats, x: jax.Array, labels: jax.Array, batch_size: int, *, axis_name: str | None = None
+    ):
         """Label-smoothed cross-entropy summed over the global batch (mean over this shard x `batch_size`).
 
         Returns:
@@ -234,16 +243,22 @@ class AirbenchTask(ClassificationTask):
         """
         logits, batch_stats = apply_model(self.model, params, batch_stats, x, train=True, axis_name=axis_name)
         loss = self.train_loss(logits, labels)  # [B]
-        return loss.mean() * self.batch_size, (loss, logits, batch_stats)
+        return loss.mean() * batch_size, (loss, logits, batch_stats)
 
     def train_step(
-        self, state: AirbenchState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self,
+        state: AirbenchState,
+        batch: Batch,
+        key: jax.Array,
+        *,
+        context: AirbenchContext = None,
+        axis_name: str | None = None,
     ) -> tuple[AirbenchState, Metrics]:
         """One SGD step on the summed loss, then (every 5th step and at the last) the lookahead update."""
-        x = self.train_inputs(batch, key, state.step)
+        x = self.train_inputs(batch, key, state.step, context.steps_per_epoch)
         grad_fn = jax.value_and_grad(self.airbench_loss, has_aux=True)
         (_, (loss, logits, batch_stats)), grads = grad_fn(
-            state.params, state.batch_stats, x, batch[self.label_key], axis_name=axis_name
+            state.params, state.batch_stats, x, batch[self.label_key], context.batch_size, axis_name=axis_name
         )
         grads = pmean(grads, axis_name)
         correct = (jnp.argmax(logits, -1) == batch[self.label_key]).astype(jnp.float32)
@@ -251,16 +266,17 @@ class AirbenchTask(ClassificationTask):
         metrics["grad_norm"] = optax.tree.norm(grads)
         state = state.apply_gradients(grads=grads, batch_stats=batch_stats)
         if self.lookahead:
-            state = self.lookahead_update(state)
+            state = lookahead_update(state, context.total_steps)
         return state, metrics
 
-    def lookahead_update(self, state: AirbenchState) -> AirbenchState:
-        """The script's LookaheadState.update after step `state.step` (already counted)."""
-        step = state.step
-        update = step % LOOKAHEAD_EVERY == 0
-        decay = lookahead_decay(step, self.total_steps)
-        net = {"params": state.params, "batch_stats": state.batch_stats}
-        ema = jax.tree.map(lambda e, p: jnp.where(update, e + (1.0 - decay) * (p - e), e), state.ema, net)
-        reset = update | (step >= self.total_steps)
-        net = jax.tree.map(lambda e, p: jnp.where(reset, e, p), ema, net)
-        return state.replace(params=net["params"], batch_stats=net["batch_stats"], ema=ema)
+
+def lookahead_update(state: AirbenchState, total_steps: int) -> AirbenchState:
+    """The script's LookaheadState.update after step `state.step` (already counted) of `total_steps`."""
+    step = state.step
+    update = step % LOOKAHEAD_EVERY == 0
+    decay = lookahead_decay(step, total_steps)
+    net = {"params": state.params, "batch_stats": state.batch_stats}
+    ema = jax.tree.map(lambda e, p: jnp.where(update, e + (1.0 - decay) * (p - e), e), state.ema, net)
+    reset = update | (step >= total_steps)
+    net = jax.tree.map(lambda e, p: jnp.where(reset, e, p), ema, net)
+    return state.replace(params=net["params"], batch_stats=net["batch_stats"], ema=ema)

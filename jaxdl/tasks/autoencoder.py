@@ -41,6 +41,7 @@ from __future__ import annotations
 import functools
 import pathlib
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +50,7 @@ import optax
 
 from jaxdl.metrics import anomaly
 from jaxdl.models.autoencoder import Autoencoder
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 from jaxdl.viz.images import save_image_grid
@@ -94,6 +95,13 @@ def per_image_mse(a: jax.Array, b: jax.Array) -> jax.Array:
 def psnr(mse: jax.Array) -> jax.Array:
     """Peak signal-to-noise ratio in dB for intensities in [0, 1]: 10 log10(1 / mse), mse floored at 1e-10."""
     return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
+
+
+class AutoencoderContext(NamedTuple):
+    """What `AutoencoderTask.prepare` fits: PCA on the (normal) training images at the code's width, or None
+    when no baseline is asked for (the fitted scikit-learn object is not changed afterwards)."""
+
+    pca: Any
 
 
 class AutoencoderTask(Task):
@@ -152,33 +160,36 @@ class AutoencoderTask(Task):
         self.progress_unit = (
             "reconstruction cross-entropy (nats per image)" if loss == "bce" else "squared error (sum over pixels)"
         )
-        self._train: dict[str, np.ndarray] | None = None
-        self._eval: dict[str, np.ndarray] | None = None
-        self._pca = None
 
-    def prepare_train_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Drops `anomaly_class` from the training split (normal data only) and keeps it for the baselines.
+    def required_features(self) -> tuple[str, ...]:
+        return ("image",)
+
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
+        """Drops `anomaly_class` from the training split (normal data only); fits the PCA baseline when it is used.
 
         Raises:
           KeyError: anomaly detection asked for and the split has no `label`.
           ValueError: no training example is left.
         """
+        del facts
         if self.anomaly_class is not None:
-            if "label" not in arrays:
+            if "label" not in train:
                 raise KeyError("task.anomaly_class needs a dataset with a `label` feature.")
-            keep = arrays["label"] != self.anomaly_class
+            keep = train["label"] != self.anomaly_class
             if not keep.any():
                 raise ValueError(f"task.anomaly_class={self.anomaly_class} leaves no training example.")
-            arrays = {k: v[keep] for k, v in arrays.items()}
-        self._train = arrays
-        return arrays
+            train = {k: v[keep] for k, v in train.items()}
+        pca = None
+        if self.knn_neighbors or self.anomaly_class is not None or (self.model.code_dim == 2 and "label" in eval):
+            from sklearn.decomposition import PCA
 
-    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Keeps the evaluation split for the final evaluation and pictures (unchanged)."""
-        self._eval = arrays
-        return arrays
+            x = _flat(train["image"][: self.knn_train_examples])
+            pca = PCA(n_components=self.model.code_dim, svd_solver="randomized", random_state=0).fit(x)
+        return Prepared(train, eval, AutoencoderContext(pca))
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+    ) -> TrainState:
         """Initialises parameters for images shaped like `example_batch["image"]`."""
         x = jnp.zeros((1, *example_batch["image"].shape[-3:]), jnp.float32)
         variables = self.model.init({"params": key}, x, train=False)
@@ -204,7 +215,7 @@ class AutoencoderTask(Task):
         return loss.mean(), {"loss": loss, "mse": per_image_mse(recon, x), "recon": recon}
 
     def train_step(
-        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[TrainState, Metrics]:
         """One update on the mean reconstruction loss of the global batch (per-example noise streams)."""
         x = batch["image"].astype(jnp.float32) / 255.0
@@ -222,7 +233,9 @@ class AutoencoderTask(Task):
         keys = example_keys(jax.random.key(self.eval_noise_seed), batch["index"])
         return x, corrupt(keys, x, self.noise, self.noise_level)
 
-    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """Sums over valid examples of the loss, per-pixel MSE and PSNR (and the noisy input's PSNR)."""
         del key
         x, x_in = self.eval_inputs(batch)
@@ -238,55 +251,46 @@ class AutoencoderTask(Task):
             sums["psnr_noisy_sum"] = jnp.sum(psnr(per_image_mse(x_in, x)) * mask)
         return psum(sums, axis_name)
 
-    def _fit_pca(self):
-        from sklearn.decomposition import PCA
-
-        if self._pca is None:
-            x = _flat(self._train["image"][: self.knn_train_examples])
-            self._pca = PCA(n_components=self.model.code_dim, svd_solver="randomized", random_state=0).fit(x)
-        return self._pca
-
-    def _anomaly_scores(self, params) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def _anomaly_scores(self, params, prepared: Prepared) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """Per test image reconstruction MSE [N] of the autoencoder and of PCA, with the anomaly labels [N]."""
-        images = self._eval["image"]
+        images = prepared.eval["image"]
         _, recon = _encode_decode_all(self.model, params, images)
         flat = _flat(images)
-        pca = self._fit_pca()
-        labels = self._eval["label"] == self.anomaly_class
+        pca = prepared.context.pca
+        labels = prepared.eval["label"] == self.anomaly_class
         return {
             "autoencoder": (np.square(recon.reshape(len(images), -1) - flat).mean(-1), labels),
             "pca": (np.square(pca.inverse_transform(pca.transform(flat)) - flat).mean(-1), labels),
         }
 
-    def final_evaluation(self, evaluate, state: TrainState) -> dict[str, float]:
+    def final_evaluation(self, evaluate, state: TrainState, prepared: Prepared) -> dict[str, float]:
         """k-NN accuracy in code space vs PCA, PCA reconstruction MSE, anomaly ROC AUC (see module docstring).
 
         ROC AUC and the detection rate at 5% false alarms come from `jaxdl.metrics.anomaly`, the
         evaluation code shared with the ADFA-LD intrusion detectors.
         """
         del evaluate
-        if self._train is None or self._eval is None:
-            return {}
         from sklearn.neighbors import KNeighborsClassifier
 
+        train_split, eval_split = prepared.train, prepared.eval
         metrics: dict[str, float] = {}
-        has_labels = "label" in self._train and "label" in self._eval
+        has_labels = "label" in train_split and "label" in eval_split
         if self.knn_neighbors or self.anomaly_class is not None:
-            flat = _flat(self._eval["image"])
-            pca = self._fit_pca()
+            flat = _flat(eval_split["image"])
+            pca = prepared.context.pca
             pca_eval = pca.transform(flat)
             metrics["eval/pca_mse"] = float(np.square(pca.inverse_transform(pca_eval) - flat).mean())
         if self.knn_neighbors and has_labels:
-            codes_eval, _ = _encode_decode_all(self.model, state.params, self._eval["image"], decode=False)
-            train = {k: v[: self.knn_train_examples] for k, v in self._train.items()}
+            codes_eval, _ = _encode_decode_all(self.model, state.params, eval_split["image"], decode=False)
+            train = {k: v[: self.knn_train_examples] for k, v in train_split.items()}
             codes_train, _ = _encode_decode_all(self.model, state.params, train["image"], decode=False)
             pca_train = pca.transform(_flat(train["image"]))
             spaces = {"knn": (codes_train, codes_eval), "pca_knn": (pca_train, pca_eval)}
             for name, (fit_on, score_on) in spaces.items():
                 knn = KNeighborsClassifier(n_neighbors=self.knn_neighbors).fit(fit_on, train["label"])
-                metrics[f"eval/{name}_accuracy"] = float(knn.score(score_on, self._eval["label"]))
+                metrics[f"eval/{name}_accuracy"] = float(knn.score(score_on, eval_split["label"]))
         if self.anomaly_class is not None:
-            for name, (scores, labels) in self._anomaly_scores(state.params).items():
+            for name, (scores, labels) in self._anomaly_scores(state.params, prepared).items():
                 prefix = "eval/" if name == "autoencoder" else f"eval/{name}_"
                 fpr, tpr, _ = anomaly.roc_curve(scores, labels)
                 metrics[f"{prefix}anomaly_auc"] = anomaly.roc_auc(scores, labels)
@@ -294,28 +298,29 @@ class AutoencoderTask(Task):
         return metrics
 
     def write_artifacts(
-        self, state: TrainState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+        self, state: TrainState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
     ) -> None:
         """Writes `reconstructions/epoch_NNN.png` (rows: clean, noisy if any, reconstructed); for a
         2-D code with labels, `codes/epoch_NNN.png` (test codes beside PCA's 2-D projection); with
         `anomaly_class`, `roc/epoch_NNN.png` (ROC of the autoencoder's and PCA's reconstruction error)."""
+        eval_arrays = prepared.eval
         n = min(self.num_images, len(eval_arrays["image"]))
         batch = {"image": jnp.asarray(eval_arrays["image"][:n]), "index": jnp.arange(n, dtype=jnp.int32)}
         x, x_in = self.eval_inputs(batch)
         recon = _reconstruct(self.model, state.params, x_in)
         rows = [x, x_in, recon] if self.noise != "none" else [x, recon]
         save_image_grid(run_dir / "reconstructions" / f"epoch_{epoch:03d}.png", np.concatenate(rows), columns=n)
-        if self.model.code_dim == 2 and "label" in eval_arrays and self._train is not None:
+        if self.model.code_dim == 2 and "label" in eval_arrays and prepared.context.pca is not None:
             codes, _ = _encode_decode_all(self.model, state.params, eval_arrays["image"], decode=False)
-            projection = self._fit_pca().transform(_flat(eval_arrays["image"]))
+            projection = prepared.context.pca.transform(_flat(eval_arrays["image"]))
             save_scatter_panels(
                 run_dir / "codes" / f"epoch_{epoch:03d}.png",
                 [(f"autoencoder codes (Z=2), epoch {epoch}", codes), ("PCA, first 2 components", projection)],
                 eval_arrays["label"],
             )
-        if self.anomaly_class is not None and self._eval is not None:
+        if self.anomaly_class is not None:
             curves = {}
-            for name, (scores, labels) in self._anomaly_scores(state.params).items():
+            for name, (scores, labels) in self._anomaly_scores(state.params, prepared).items():
                 fpr, tpr, _ = anomaly.roc_curve(scores, labels)
                 curves[f"{name} (AUC {anomaly.roc_auc(scores, labels):.3f})"] = (fpr, tpr)
             anomaly.plot_roc(run_dir / "roc" / f"epoch_{epoch:03d}.png", curves,

@@ -45,9 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl.data.augment import Augmentation, normalize
 from jaxdl.data.augment import augment as augment_images
-from jaxdl.data.augment import normalize
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Batch, Metrics, Prepared, Task
 from jaxdl.training import diagnostics
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
@@ -123,9 +123,9 @@ class ClassificationTask(Task):
       num_classes: K.
       input_key: batch key of the input ("image" or "features").
       label_key: batch key of the integer labels.
-      augment: training-time image augmentation, keyword arguments of
-        `jaxdl.data.augment.augment` (crop_pad, crop_mode, flip, cutout_size);
-        drawn on device from one stream per example and step. None: none.
+      augment: training-time image augmentation (`jaxdl.data.augment.Augmentation`:
+        crop_pad, crop_mode, flip, cutout_size; a mapping of those is accepted
+        too), drawn on device from one stream per example and step. None: none.
       normalize_mean, normalize_std: per-channel statistics, in [0, 1] pixel
         units, subtracted and divided after augmentation (train and eval).
       class_names: names for the confusion-matrix picture (default: 0..K-1).
@@ -146,7 +146,7 @@ class ClassificationTask(Task):
         num_classes: int = 10,
         input_key: str = "image",
         label_key: str = "label",
-        augment: Mapping[str, Any] | None = None,
+        augment: Augmentation | None = None,
         normalize_mean: Sequence[float] | None = None,
         normalize_std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
@@ -165,9 +165,9 @@ class ClassificationTask(Task):
         self.num_classes = num_classes
         self.input_key = input_key
         self.label_key = label_key
-        self.augment = {k: v for k, v in (augment or {}).items() if v and k != "crop_mode"}  # enabled transforms
-        if self.augment.get("crop_pad"):
-            self.augment["crop_mode"] = (augment or {}).get("crop_mode", "reflect")
+        if isinstance(augment, Mapping):
+            augment = Augmentation(**augment)
+        self.augment = (augment or Augmentation()).enabled()  # keyword arguments of the enabled transforms
         self.normalize_mean = None if normalize_mean is None else tuple(normalize_mean)
         self.normalize_std = None if normalize_std is None else tuple(normalize_std)
         self.class_names = tuple(class_names) if class_names else tuple(str(k) for k in range(num_classes))
@@ -183,7 +183,12 @@ class ClassificationTask(Task):
             x = normalize(x, self.normalize_mean, self.normalize_std)
         return x
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+    def required_features(self) -> tuple[str, ...]:
+        return (self.input_key, self.label_key)
+
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+    ) -> TrainState:
         """Initialises parameters (and batch statistics) for inputs shaped like `example_batch`."""
         x = model_inputs({self.input_key: jnp.asarray(example_batch[self.input_key][:1])}, self.input_key)
         params, batch_stats = init_variables(self.model, key, x)
@@ -218,7 +223,7 @@ class ClassificationTask(Task):
         return optax.softmax_cross_entropy(logits, targets)
 
     def train_step(
-        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[TrainState, Metrics]:
         """One update on the mean cross-entropy of the global batch.
 
@@ -235,7 +240,9 @@ class ClassificationTask(Task):
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
-    def diagnostics(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def diagnostics(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """Per-layer gradient norms and dead-unit fractions on this step's batch, before its update.
 
         The gradients are the ones `train_step` applies (same random streams);
@@ -290,7 +297,9 @@ class ClassificationTask(Task):
         shifted = 0.5 * mirrored(padded[:, :h, :w]) + 0.5 * mirrored(padded[:, 2 : h + 2, 2 : w + 2])
         return 0.5 * logits + 0.5 * shifted
 
-    def tta_eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def tta_eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """`correct_sum` and `count` of the `tta_level` test-time-augmented predictions (sums over valid examples)."""
         del key
         logits = self.tta_logits(state, self.inputs(batch), self.tta_level)
@@ -298,7 +307,9 @@ class ClassificationTask(Task):
         correct = (jnp.argmax(logits, -1) == batch[self.label_key]) * mask
         return psum({"correct_sum": jnp.sum(correct), "count": mask.sum()}, axis_name)
 
-    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """Sums over valid examples: cross-entropy, correct predictions and the confusion matrix [K, K]
         (rows true class, columns predicted). Deterministic; `key` is unused."""
         del key
@@ -317,13 +328,13 @@ class ClassificationTask(Task):
         }
         return psum(sums, axis_name)
 
-    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def summarize_eval(self, totals: Mapping[str, np.ndarray], context: Any = None) -> dict[str, float]:
         """`loss` (nats per example), `accuracy` and `error` (fractions)."""
-        metrics = super().summarize_eval(totals)
+        metrics = super().summarize_eval(totals, context)
         metrics["error"] = 1.0 - metrics["accuracy"]
         return metrics
 
-    def final_evaluation(self, evaluate, state: TrainState) -> dict[str, float]:
+    def final_evaluation(self, evaluate, state: TrainState, prepared: Prepared) -> dict[str, float]:
         """Per-class accuracy (recall) of the final state: `eval/class_K_accuracy` and the worst class's."""
         confusion = np.asarray(evaluate(self.eval_step)["confusion"], np.float64)
         per_class = np.diag(confusion) / np.maximum(confusion.sum(1), 1.0)
@@ -335,22 +346,11 @@ class ClassificationTask(Task):
         return metrics
 
     def write_artifacts(
-        self, state: TrainState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+        self, state: TrainState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
     ) -> None:
-        """Writes `confusion_matrix.png`: the eval split's confusion matrix of the current state."""
+        """Writes `confusion_matrix.png`: the confusion matrix of the evaluation just made (its summed `confusion`)."""
         from jaxdl.viz.confusion import plot_confusion
 
-        confusion = np.zeros((self.num_classes, self.num_classes), np.int64)
-        n = len(eval_arrays[self.label_key])
-        for start in range(0, n, 1000):
-            batch = {self.input_key: eval_arrays[self.input_key][start : start + 1000]}
-            predicted = np.asarray(_predict(self, state.params, state.batch_stats, batch))
-            np.add.at(confusion, (eval_arrays[self.label_key][start : start + 1000], predicted), 1)
-        plot_confusion(confusion, self.class_names, run_dir / "confusion_matrix.png", title=f"confusion after epoch {epoch}")
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _predict(task: ClassificationTask, params, batch_stats, batch) -> jax.Array:
-    x = task.inputs(batch)
-    logits, _ = apply_model(task.model, params, batch_stats, x, train=False)
-    return jnp.argmax(logits, -1)
+        if "confusion" in totals:
+            confusion = np.rint(np.asarray(totals["confusion"])).astype(np.int64)
+            plot_confusion(confusion, self.class_names, run_dir / "confusion_matrix.png", title=f"confusion after epoch {epoch}")

@@ -74,7 +74,7 @@ import numpy as np
 import optax
 
 from jaxdl.models.gan import DCGAN
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Batch, Metrics, Prepared, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 from jaxdl.viz.images import save_image_grid
@@ -234,12 +234,9 @@ class GANTask(Task):
         0 keeps no average (samples come from the current generator).
       num_sample_images: images in `samples/epoch_NNN.png`, drawn from the same
         noise (seed `sample_seed`) every epoch.
-      fid_classifier: folder of a finished classification run on the same
-        dataset; when set, the final evaluation reports `eval/fid` of
-        `fid_samples` generated images against the evaluation split on its
-        penultimate-layer features (`jaxdl.metrics.fid`), with the classifier's
-        checkpoint and test accuracy. None: no FID in the run (use `scripts.fid`).
-      fid_samples: generated images for that FID.
+
+    FID is an evaluator (`evaluator=fid`, `jaxdl.evaluators.fid`): it scores
+    `sample` against the evaluation split for any generative task.
     """
 
     default_metric = "eval/diversity"
@@ -258,8 +255,6 @@ class GANTask(Task):
         ema_decay: float = 0.0,
         num_sample_images: int = 64,
         sample_seed: int = 0,
-        fid_classifier: str | None = None,
-        fid_samples: int = 10_000,
     ):
         if loss not in LOSSES:
             raise ValueError(f"task.loss={loss!r}; choose one of {sorted(LOSSES)}.")
@@ -280,11 +275,16 @@ class GANTask(Task):
         self.ema_decay = ema_decay
         self.num_sample_images = num_sample_images
         self.sample_seed = sample_seed
-        self.fid_classifier = fid_classifier
-        self.fid_samples = fid_samples
-        self._eval_images: np.ndarray | None = None
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> GANState:
+    #: Pictures the loop redraws after each evaluation: file -> metrics against steps.
+    curves = {"losses.png": ("train/d_loss", "train/g_loss")}
+
+    def required_features(self) -> tuple[str, ...]:
+        return ("image",)
+
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+    ) -> GANState:
         """Initialises both networks for images shaped like `example_batch["image"]` [1, H, W, C]."""
         image_shape = tuple(example_batch["image"].shape[-3:])
         if image_shape != tuple(self.model.image_shape):
@@ -359,7 +359,7 @@ class GANTask(Task):
         return state.d.apply_gradients(grads=grads, batch_stats=stats), aux
 
     def train_step(
-        self, state: GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: GANState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[GANState, Metrics]:
         """`n_critic` discriminator updates, then one generator update, on the global batch.
 
@@ -397,7 +397,9 @@ class GANTask(Task):
             g_ema = optax.incremental_update(current, g_ema, step_size=1.0 - decay)
         return state.replace(step=state.step + 1, g=new_g, g_ema=g_ema), metrics
 
-    def eval_step(self, state: GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: GANState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """Sums over valid examples of D's losses and accuracies on the test images and on one generated
         image per test image (noise from the example's index; deterministic given `key`), and of
         neighbour distances for `diversity`."""
@@ -422,16 +424,11 @@ class GANTask(Task):
         }
         return psum(sums, axis_name)
 
-    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def summarize_eval(self, totals: Mapping[str, np.ndarray], context: Any = None) -> dict[str, float]:
         """Means of the `*_sum` totals, and `diversity` = generated / real neighbour distance."""
-        metrics = super().summarize_eval(totals)
+        metrics = super().summarize_eval(totals, context)
         metrics["diversity"] = float(totals["fake_distance"]) / max(float(totals["real_distance"]), 1e-12)
         return metrics
-
-    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Keeps the evaluation images (the reference set of the final FID)."""
-        self._eval_images = arrays["image"]
-        return arrays
 
     def sample(
         self, state: GANState, num: int, *, seed: int = 0, batch_size: int = 1000, averaged: bool = True
@@ -450,42 +447,17 @@ class GANTask(Task):
         ]
         return np.concatenate(out)
 
-    def final_evaluation(self, evaluate, state: GANState) -> dict[str, float]:
-        """`eval/fid` of `fid_samples` generated images against the evaluation split, when
-        `fid_classifier` is set (see `jaxdl.metrics.fid`); nothing otherwise."""
-        del evaluate
-        if self.fid_classifier is None:
-            return {}
-        from jaxdl.metrics import fid  # imports jaxdl.runs, which imports the task registry
-
-        classifier = fid.load_classifier(self.fid_classifier)
-        reference = self._eval_images.astype(np.float32) / 255.0
-        score = fid.fid_of_images(classifier, self.sample(state, self.fid_samples, seed=self.sample_seed), reference)
-        return {"eval/fid": score, "eval/fid_classifier_accuracy": classifier.test_accuracy}
-
     def write_artifacts(
-        self, state: GANState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+        self, state: GANState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
     ) -> None:
-        """Writes `samples/epoch_NNN.png` (the same noise every epoch), `samples/progress.gif` (all epochs so
-        far, one frame each) and `losses.png` (train D and G losses against steps)."""
-        del eval_arrays
-        from jaxdl.metrics.writers import read_metrics
-        from jaxdl.viz.curves import plot_curves
+        """Writes `samples/epoch_NNN.png` (the same noise every epoch) and `samples/progress.gif` (all epochs so
+        far, one frame each)."""
         from jaxdl.viz.animation import save_animation
 
         images = self.sample(state, self.num_sample_images, seed=self.sample_seed)
         samples = pathlib.Path(run_dir) / "samples"
         save_image_grid(samples / f"epoch_{epoch:03d}.png", images)
         save_animation(samples / "progress.gif", sorted(samples.glob("epoch_*.png")))
-        metrics_path = pathlib.Path(run_dir) / "metrics.jsonl"
-        if metrics_path.is_file():
-            plot_curves(
-                read_metrics(metrics_path),
-                pathlib.Path(run_dir) / "losses.png",
-                metrics=["train/d_loss", "train/g_loss"],
-                title=f"GAN losses ({self.loss})",
-                ylabel="loss (mean over the batch)",
-            )
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -40,7 +40,7 @@ import json
 import math
 import pathlib
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -50,7 +50,7 @@ import optax
 
 from jaxdl.data.sequences import ATTACK, HOLDOUT, TEST_NORMAL, decode_text, encode_text, trace_windows
 from jaxdl.metrics import anomaly
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training import diagnostics
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
@@ -203,10 +203,13 @@ class LanguageModelTask(Task):
         self.score = score
         self.false_alarm_rate = false_alarm_rate
         self.family_names = tuple(family_names) if family_names is not None else None
-        self.traces: TraceTable | None = None  # set by prepare_eval_split for trace data
-        self.last_report: dict | None = None  # the latest evaluation's per-trace scores, for write_artifacts
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+    def required_features(self) -> tuple[str, ...]:
+        return ("tokens", "targets", "token_mask")
+
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+    ) -> TrainState:
         """Initialises parameters from `key` for windows shaped like `example_batch["tokens"]`."""
         tokens = jnp.zeros((1, example_batch["tokens"].shape[-1]), jnp.int32)
         variables = self.model.init({"params": key}, tokens, train=False)
@@ -231,7 +234,7 @@ class LanguageModelTask(Task):
         return weights
 
     def train_step(
-        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[TrainState, Metrics]:
         """One update on the mean next-token cross-entropy over the global batch's valid positions.
 
@@ -248,7 +251,9 @@ class LanguageModelTask(Task):
     #: Distances from the last position (in tokens) whose gradient norms `diagnostics` logs.
     diagnostic_distances: tuple[int, ...] = (0, 1, 2, 5, 10, 20, 50, 100, 200, 500)
 
-    def diagnostics(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def diagnostics(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """Gradient diagnostics of this step's batch before its update; evaluation-mode forward (no dropout).
 
         Returns flat float32 scalars (see `jaxdl.training.diagnostics`):
@@ -283,7 +288,10 @@ class LanguageModelTask(Task):
         time_norms = pmean(diagnostics.time_step_grad_norms(last_loss, shape), axis_name)  # [T]
         return diagnostics.summarize(grads, time_norms=time_norms, distances=self.diagnostic_distances)
 
-    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: TraceTable | None = None,
+        axis_name: str | None = None,
+    ) -> Metrics:
         """Sums over the batch's valid positions: `nll_sum` (nats), `correct_sum` and `count`.
 
         On a trace split only held-out normal windows enter these sums, and
@@ -297,24 +305,24 @@ class LanguageModelTask(Task):
         weights = self._weights(batch)
         counted = weights if "group" not in batch else weights * (batch["group"] == HOLDOUT)[:, None]
         sums = {"nll_sum": jnp.sum(nll * counted), "correct_sum": jnp.sum(correct * counted), "count": counted.sum()}
-        if self.traces is not None:
-            num = len(self.traces.window_trace)
+        if context is not None:
+            num = len(context.window_trace)
             slot = jnp.where(batch["mask"], batch["index"], num)  # padding falls outside and is dropped
             sums["window_nll_sum"] = jnp.zeros(num).at[slot].add(jnp.sum(nll * weights, 1), mode="drop")
             sums["window_count"] = jnp.zeros(num).at[slot].add(weights.sum(1), mode="drop")
         return psum(sums, axis_name)
 
-    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Remembers which trace and group each eval window belongs to (trace data); drops the names."""
-        if "trace" not in arrays or "group" not in arrays:
-            self.traces = None
-            return arrays
-        arrays = dict(arrays)
-        names = arrays.pop("name", None)
-        self.traces = TraceTable.from_windows(arrays, names)
-        return arrays
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
+        """On trace data, the context is the eval split's `TraceTable` (which trace and group each window
+        belongs to); the names leave the batches. Text needs no context."""
+        del facts
+        if "trace" not in eval or "group" not in eval:
+            return Prepared(train, eval)
+        eval = dict(eval)
+        names = eval.pop("name", None)
+        return Prepared(train, eval, TraceTable.from_windows(eval, names))
 
-    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def summarize_eval(self, totals: Mapping[str, np.ndarray], context: TraceTable | None = None) -> dict[str, float]:
         """eval/loss (nats per token), bpc (bits per token), perplexity, accuracy; anomaly metrics on trace data.
 
         Raises:
@@ -326,19 +334,23 @@ class LanguageModelTask(Task):
         loss = float(totals["nll_sum"]) / count
         out = {"loss": loss, "bpc": loss / math.log(2.0), "perplexity": math.exp(min(loss, 700.0)),
                "accuracy": float(totals["correct_sum"]) / count}
-        if self.traces is not None and "window_nll_sum" in totals:
-            out.update(self.anomaly_metrics(np.asarray(totals["window_nll_sum"]), np.asarray(totals["window_count"])))
+        if context is not None and "window_nll_sum" in totals:
+            out.update(self.anomaly_metrics(totals, context)[0])
         return out
 
-    def anomaly_metrics(self, window_nll_sum: np.ndarray, window_count: np.ndarray) -> dict[str, float]:
-        """Trace scores and `jaxdl.metrics.anomaly.evaluate` on the test traces (needs `self.traces`)."""
-        table = self.traces
+    def anomaly_metrics(self, totals: Mapping[str, np.ndarray], table: TraceTable) -> tuple[dict[str, float], dict]:
+        """Trace scores and `jaxdl.metrics.anomaly.evaluate` on the test traces.
+
+        Returns:
+          (metrics, report): report holds "scores" (per-trace arrays by score name) and
+          "reports" (`AnomalyReport` by score name, None when a class is missing).
+        """
+        window_nll_sum, window_count = np.asarray(totals["window_nll_sum"]), np.asarray(totals["window_count"])
         scores = trace_scores(window_nll_sum, window_count, table.window_trace)
         holdout, test = table.group == HOLDOUT, table.group != HOLDOUT
         labels = (table.group == ATTACK).astype(int)
-        self.last_report = {"scores": scores, "reports": None}
         if not holdout.any() or len(np.unique(labels[test])) < 2:
-            return {}  # a truncated split (debug runs) may lack a class
+            return {}, {"scores": scores, "reports": None}  # a truncated split (debug runs) may lack a class
         reports = {
             name: anomaly.evaluate(
                 s[test], labels[test], holdout_scores=s[holdout], false_alarm_rate=self.false_alarm_rate,
@@ -346,17 +358,16 @@ class LanguageModelTask(Task):
             )
             for name, s in scores.items()
         }
-        self.last_report = {"scores": scores, "reports": reports}
         out = dict(reports[self.score].metrics)
         other = "max_window" if self.score == "mean" else "mean"
         out[f"auc_{other}"] = reports[other].metrics["auc"]
-        return out
+        return out, {"scores": scores, "reports": reports}
 
     def write_artifacts(
-        self, state: TrainState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+        self, state: TrainState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
     ) -> None:
-        """Text: `samples/step_NNNNNN.txt`. Traces: `roc.png`, `scores.csv`, `anomaly.json` of the latest evaluation."""
-        del epoch, eval_arrays
+        """Text: `samples/step_NNNNNN.txt`. Traces: `roc.png`, `scores.csv`, `anomaly.json` of this evaluation."""
+        del epoch
         step = int(state.step)
         if self.vocabulary is not None and self.sample_tokens > 0:
             prompt = encode_text(self.sample_prompt, self.vocabulary)[None]
@@ -365,12 +376,12 @@ class LanguageModelTask(Task):
             path = pathlib.Path(run_dir) / "samples" / f"step_{step:06d}.txt"
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(decode_text(out[0], self.vocabulary))
-        if self.traces is not None and self.last_report is not None:
-            self._write_anomaly_files(pathlib.Path(run_dir), step)
+        if prepared.context is not None and "window_nll_sum" in totals:
+            _, report = self.anomaly_metrics(totals, prepared.context)
+            self._write_anomaly_files(pathlib.Path(run_dir), step, prepared.context, report)
 
-    def _write_anomaly_files(self, run_dir: pathlib.Path, step: int) -> None:
-        table, scores = self.traces, self.last_report["scores"]
-        reports = self.last_report.get("reports")
+    def _write_anomaly_files(self, run_dir: pathlib.Path, step: int, table: TraceTable, report: dict) -> None:
+        scores, reports = report["scores"], report["reports"]
         threshold = reports[self.score].threshold if reports else None
         with open(run_dir / "scores.csv.tmp", "w", newline="") as f:
             writer = csv.writer(f)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import functools
 import pathlib
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +64,7 @@ from jaxdl.models.rbm import (
     sufficient_statistics,
     visible_logits,
 )
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 from jaxdl.viz.images import save_image_grid
@@ -128,6 +128,13 @@ def _binarize_numpy(images: np.ndarray, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     probs = images.astype(np.float32) / 255.0
     return (rng.random(probs.shape, dtype=np.float32) < probs).astype(np.uint8) * 255
+
+
+class RBMContext(NamedTuple):
+    """What `RBMTask.prepare` fits: `base_bias` float32 [V], the log-odds of the training pixel means
+    (initial visible biases and the AIS base-rate model)."""
+
+    base_bias: np.ndarray
 
 
 class RBMTask(Task):
@@ -198,39 +205,42 @@ class RBMTask(Task):
         self.num_sample_chains = num_sample_chains
         self.sample_gibbs_steps = sample_gibbs_steps
         self.num_filters = num_filters
-        self._train: dict[str, np.ndarray] | None = None
-        self._eval: dict[str, np.ndarray] | None = None
-        self.pixel_means: np.ndarray | None = None
 
-    def prepare_train_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Records the pixel means (initial visible biases, AIS base rate) and keeps the split for the
-        free-energy gap and the feature classifier."""
-        self._train = arrays
-        self.pixel_means = arrays["image"].reshape(len(arrays["image"]), -1).astype(np.float64).mean(0) / 255.0
-        return arrays
+    def required_features(self) -> tuple[str, ...]:
+        return ("image",)
 
-    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Binarizes the eval images once and appends training images flagged `held_out = False`."""
-        held = {**arrays, "image": _binarize_numpy(arrays["image"], self.eval_binarize_seed)}
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
+        """Binarizes the eval images once, appends `free_energy_train_examples` training images flagged
+        `held_out = False` (for the free-energy gap), and fits the initial visible biases (the log-odds of
+        the training pixel means, also the AIS base rate).
+
+        Raises:
+          KeyError: the two splits have different features.
+        """
+        del facts
+        pixel_means = train["image"].reshape(len(train["image"]), -1).astype(np.float64).mean(0) / 255.0
+        context = RBMContext(base_rate_bias(pixel_means, len(train["image"])))
+        held = {**eval, "image": _binarize_numpy(eval["image"], self.eval_binarize_seed)}
         held["held_out"] = np.ones(len(held["image"]), bool)
-        self._eval = held
-        n = min(self.free_energy_train_examples, len(self._train["image"])) if self._train is not None else 0
+        n = min(self.free_energy_train_examples, len(train["image"]))
         if n == 0:
-            return held
-        extra = {k: self._train[k][:n] for k in held if k in self._train}
+            return Prepared(train, held, context)
+        extra = {k: train[k][:n] for k in held if k in train}
         extra["image"] = _binarize_numpy(extra["image"], self.eval_binarize_seed + 1)
         extra["held_out"] = np.zeros(n, bool)
         if set(extra) != set(held):
             raise KeyError(f"Train and eval splits have different features: {sorted(extra)} vs {sorted(held)}.")
-        return {k: np.concatenate([held[k], extra[k]]) for k in held}
+        return Prepared(train, {k: np.concatenate([held[k], extra[k]]) for k in held}, context)
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> RBMState:
-        """Initialises W ~ N(0, init_scale^2), c = 0 and b = log-odds of the training pixel means
-        (0 when `prepare_train_split` has not run); PCD chains start from that base-rate distribution."""
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: RBMContext | None = None
+    ) -> RBMState:
+        """Initialises W ~ N(0, init_scale^2), c = 0 and b = the context's base-rate biases (0 without a
+        context); PCD chains start from that base-rate distribution."""
         x = jnp.zeros((1, int(np.prod(example_batch["image"].shape[1:]))), jnp.float32)
         params = dict(self.model.init({"params": jax.random.fold_in(key, 0)}, x)["params"])
-        if self.pixel_means is not None:
-            params["b"] = jnp.asarray(base_rate_bias(self.pixel_means, len(self._train["image"])))
+        if context is not None:
+            params["b"] = jnp.asarray(context.base_bias)
         chains = None
         if self.persistent:
             logits = jnp.broadcast_to(params["b"], (self.num_chains, x.shape[1]))
@@ -259,7 +269,7 @@ class RBMTask(Task):
         return batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
 
     def train_step(
-        self, state: RBMState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: RBMState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[RBMState, Metrics]:
         """One update along the CD-k (or PCD-k) gradient of the global batch.
 
@@ -278,7 +288,9 @@ class RBMTask(Task):
             new_state = new_state.replace(chains=chains)
         return new_state, metrics
 
-    def eval_step(self, state: RBMState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: RBMState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ) -> Metrics:
         """Sums of reconstruction error, PLL and free energy over held-out rows, and of the free energy
         over the appended training rows (deterministic given `key`)."""
         v = batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
@@ -298,7 +310,7 @@ class RBMTask(Task):
         }
         return psum(sums, axis_name)
 
-    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def summarize_eval(self, totals: Mapping[str, np.ndarray], context: Any = None) -> dict[str, float]:
         """Held-out means of recon_error, pll (nats) and free_energy; the training rows' mean free energy
         and the gap."""
         count = float(totals["count"])
@@ -309,7 +321,9 @@ class RBMTask(Task):
             metrics["free_energy_gap"] = metrics["free_energy"] - metrics["free_energy_train"]
         return metrics
 
-    def final_eval_step(self, state: RBMState, batch: Batch, key: jax.Array, *, axis_name: str | None = None):
+    def final_eval_step(
+        self, state: RBMState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
+    ):
         """Sum of -F(v) over held-out rows (for log p(v) = -F(v) - log Z)."""
         del key
         v = batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
@@ -319,11 +333,10 @@ class RBMTask(Task):
         sums = {"count": mask.sum(), "neg_free_energy_sum": -jnp.sum(free_energy(state.params, v) * mask)}
         return psum(sums, axis_name)
 
-    def log_partition(self, params: Params) -> dict[str, float]:
-        """AIS estimate of log Z (nats) and its +-3 standard-error interval; base rate from the training pixels."""
-        if self.pixel_means is not None:
-            base = base_rate_bias(self.pixel_means, len(self._train["image"]))
-        else:
+    def log_partition(self, params: Params, base: np.ndarray | None = None) -> dict[str, float]:
+        """AIS estimate of log Z (nats) and its +-3 standard-error interval from the base-rate biases
+        `base` [V] (the training pixels' log-odds; None: zeros)."""
+        if base is None:
             base = np.zeros(params["W"].shape[0], np.float32)
         betas = jnp.asarray(annealing_schedule(self.ais_betas))
         result = _ais(jax.random.key(self.ais_seed), params, jnp.asarray(base), betas, self.ais_runs)
@@ -336,30 +349,32 @@ class RBMTask(Task):
             "ais_effective_runs": float(weights.sum() ** 2 / np.square(weights).sum()),
         }
 
-    def final_evaluation(self, evaluate, state: RBMState) -> dict[str, float]:
+    def final_evaluation(self, evaluate, state: RBMState, prepared: Prepared) -> dict[str, float]:
         """`eval/test_log_prob` by AIS (nats, with `_low`/`_high` from the log Z interval) and the
         hidden-feature classifier's accuracy beside the pixel classifier's."""
         metrics: dict[str, float] = {}
         if self.ais_betas:
             totals = evaluate(self.final_eval_step)
             mean_neg_f = float(totals["neg_free_energy_sum"]) / float(totals["count"])
-            z = self.log_partition(state.params)
+            z = self.log_partition(state.params, prepared.context.base_bias)
             metrics.update({f"eval/{k}": v for k, v in z.items()})
             metrics["eval/test_log_prob"] = mean_neg_f - z["ais_log_z"]
             metrics["eval/test_log_prob_low"] = mean_neg_f - z["ais_log_z_high"]
             metrics["eval/test_log_prob_high"] = mean_neg_f - z["ais_log_z_low"]
-        if self.feature_classifier and self._train is not None and self._eval is not None and "label" in self._train:
-            metrics.update(self._classifier_accuracies(state.params))
+        if self.feature_classifier and "label" in prepared.train:
+            held = prepared.eval["held_out"]
+            test = {k: v[held] for k, v in prepared.eval.items()}
+            metrics.update(self._classifier_accuracies(state.params, prepared.train, test))
         return metrics
 
-    def _classifier_accuracies(self, params: Params) -> dict[str, float]:
+    def _classifier_accuracies(self, params: Params, train_split: Arrays, test_split: Arrays) -> dict[str, float]:
         from sklearn.linear_model import LogisticRegression
         from sklearn.preprocessing import StandardScaler
         from sklearn.pipeline import make_pipeline
 
-        train = {k: v[: self.feature_classifier_train_examples] for k, v in self._train.items()}
+        train = {k: v[: self.feature_classifier_train_examples] for k, v in train_split.items()}
         v_train = _binarize_numpy(train["image"], self.eval_binarize_seed + 2).reshape(len(train["image"]), -1) / 255
-        v_test = self._eval["image"].reshape(len(self._eval["image"]), -1) / 255
+        v_test = test_split["image"].reshape(len(test_split["image"]), -1) / 255
         metrics = {}
         for name, (x_train, x_test) in {
             "feature": (_hidden_probs(params, v_train), _hidden_probs(params, v_test)),
@@ -367,16 +382,16 @@ class RBMTask(Task):
         }.items():
             classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200, C=0.1))
             classifier.fit(x_train, train["label"])
-            metrics[f"eval/{name}_classifier_accuracy"] = float(classifier.score(x_test, self._eval["label"]))
+            metrics[f"eval/{name}_classifier_accuracy"] = float(classifier.score(x_test, test_split["label"]))
         return metrics
 
     def write_artifacts(
-        self, state: RBMState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+        self, state: RBMState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
     ) -> None:
         """Writes `samples/epoch_NNN.png` (p(v|h) after `sample_gibbs_steps` sweeps of chains started from
         the base rate, the same draws every epoch) and `filters/epoch_NNN.png` (the first hidden units'
         weights, each scaled to [0, 1])."""
-        shape = eval_arrays["image"].shape[1:]
+        shape = prepared.eval["image"].shape[1:]
         samples = _long_chains(state.params, self.num_sample_chains, self.sample_gibbs_steps)
         save_image_grid(run_dir / "samples" / f"epoch_{epoch:03d}.png", np.asarray(samples).reshape(-1, *shape))
         w = np.asarray(state.params["W"][:, : self.num_filters]).T  # [F, V]

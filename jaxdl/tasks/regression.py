@@ -1,7 +1,7 @@
 """Regression objective: mean squared error on standardized targets; RMSE and R² in original units.
 
 Standardization (zero mean, unit variance per feature and per target) is
-fitted on the training split only, in `prepare_train_split`, and applied to
+fitted on the training split only, in `prepare`, and applied to
 both splits; the model is trained on standardized targets and every reported
 error is converted back to the target's original units. The final evaluation
 fits an ordinary least-squares linear regression (scikit-learn) on the same
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -30,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.tasks.classification import apply_model, init_variables
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
@@ -38,6 +39,24 @@ from jaxdl.training.state import TrainState
 
 def _as_matrix(y: np.ndarray) -> np.ndarray:
     return y.reshape(len(y), -1)
+
+
+class Standardization(NamedTuple):
+    """Per-feature and per-target mean and standard deviation of the training split (x_* None: features as given)."""
+
+    x_mean: np.ndarray | None
+    x_std: np.ndarray | None
+    y_mean: np.ndarray
+    y_std: np.ndarray
+
+
+class RegressionContext(NamedTuple):
+    """What `RegressionTask.prepare` fits: the standardization, and both splits in original units
+    ((features float64 [N, F], targets float64 [N, T])) for the least-squares baseline."""
+
+    stats: Standardization
+    raw_train: tuple[np.ndarray, np.ndarray]
+    raw_eval: tuple[np.ndarray, np.ndarray]
 
 
 class RegressionTask(Task):
@@ -70,46 +89,41 @@ class RegressionTask(Task):
         self.target_key = target_key
         self.standardize = standardize
         self.linear_baseline = linear_baseline
-        self.x_mean = self.x_std = None
-        self.y_mean, self.y_std = np.zeros(1, np.float32), np.ones(1, np.float32)
-        self._raw: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _transform(self, arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def required_features(self) -> tuple[str, ...]:
+        return (self.input_key, self.target_key)
+
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
+        """Fits the standardization on the training split and applies it to both splits."""
+        del facts
+        x = np.asarray(train[self.input_key], np.float64)
+        y = _as_matrix(np.asarray(train[self.target_key], np.float64))
+        if self.standardize:
+            stats = Standardization(
+                x.mean(0), np.where(x.std(0) > 0, x.std(0), 1.0),  # a constant feature stays 0 after centring
+                y.mean(0), np.where(y.std(0) > 0, y.std(0), 1.0),
+            )
+        else:
+            stats = Standardization(None, None, np.zeros(1), np.ones(1))
+        raw_eval = (np.asarray(eval[self.input_key], np.float64), _as_matrix(np.asarray(eval[self.target_key], np.float64)))
+        context = RegressionContext(stats, (x, y), raw_eval)
+        return Prepared(self._transform(train, stats), self._transform(eval, stats), context)
+
+    def _transform(self, arrays: Mapping[str, np.ndarray], stats: Standardization) -> dict[str, np.ndarray]:
         x = np.asarray(arrays[self.input_key], np.float64)
         y = np.asarray(arrays[self.target_key], np.float64)
-        if self.x_mean is not None:
-            x = (x - self.x_mean) / self.x_std
-            y = ((_as_matrix(y) - self.y_mean) / self.y_std).reshape(y.shape)
+        if stats.x_mean is not None:
+            x = (x - stats.x_mean) / stats.x_std
+            y = ((_as_matrix(y) - stats.y_mean) / stats.y_std).reshape(y.shape)
         return {**arrays, self.input_key: x.astype(np.float32), self.target_key: y.astype(np.float32)}
-
-    def prepare_train_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Fits the standardization on these (training) arrays and returns them standardized."""
-        x = np.asarray(arrays[self.input_key], np.float64)
-        y = _as_matrix(np.asarray(arrays[self.target_key], np.float64))
-        self._raw["train"] = (x, y)
-        if self.standardize:
-            self.x_mean, self.y_mean = x.mean(0), y.mean(0)
-            self.x_std = np.where(x.std(0) > 0, x.std(0), 1.0)  # a constant feature stays 0 after centring
-            self.y_std = np.where(y.std(0) > 0, y.std(0), 1.0)
-        return self._transform(arrays)
-
-    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Standardizes the evaluation arrays with the training split's statistics.
-
-        Raises:
-          RuntimeError: `standardize` is on and `prepare_train_split` has not run.
-        """
-        if self.standardize and self.x_mean is None:
-            raise RuntimeError("RegressionTask.prepare_train_split must run before prepare_eval_split.")
-        self._raw["eval"] = (np.asarray(arrays[self.input_key], np.float64),
-                             _as_matrix(np.asarray(arrays[self.target_key], np.float64)))
-        return self._transform(arrays)
 
     def _targets(self, batch: Batch) -> jax.Array:
         y = batch[self.target_key].astype(jnp.float32)
         return y.reshape(y.shape[0], -1)  # [B, T]
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+    ) -> TrainState:
         """Initialises parameters for features shaped like `example_batch`.
 
         Raises:
@@ -137,7 +151,7 @@ class RegressionTask(Task):
         return sq.mean(), (sq, batch_stats)
 
     def train_step(
-        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[TrainState, Metrics]:
         """One update on the mean squared error of the global batch (per-example dropout streams)."""
         step_key = jax.random.fold_in(key, state.step)
@@ -149,16 +163,18 @@ class RegressionTask(Task):
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads, batch_stats=batch_stats), metrics
 
-    def predict(self, state: TrainState, x: jax.Array) -> jax.Array:
+    def predict(self, state: TrainState, x: jax.Array, stats: Standardization) -> jax.Array:
         """Predictions [B, T] in the target's original units for standardized features `x` [B, F]."""
         pred, _ = apply_model(self.model, state.params, state.batch_stats, x.astype(jnp.float32), train=False)
-        return pred * jnp.asarray(self.y_std, jnp.float32) + jnp.asarray(self.y_mean, jnp.float32)
+        return pred * jnp.asarray(stats.y_std, jnp.float32) + jnp.asarray(stats.y_mean, jnp.float32)
 
-    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: RegressionContext, axis_name: str | None = None
+    ) -> Metrics:
         """Sums over valid examples, in original units: squared and absolute errors, and the target's
         first two moments (about the training mean, which keeps float32 sums accurate). Deterministic."""
         del key
-        scale = jnp.asarray(self.y_std, jnp.float32)
+        scale = jnp.asarray(context.stats.y_std, jnp.float32)
         x = batch[self.input_key].astype(jnp.float32)
         pred, _ = apply_model(self.model, state.params, state.batch_stats, x, train=False)
         target = self._targets(batch)  # standardized
@@ -174,7 +190,7 @@ class RegressionTask(Task):
         }
         return psum(sums, axis_name)
 
-    def summarize_eval(self, totals: Mapping[str, np.ndarray]) -> dict[str, float]:
+    def summarize_eval(self, totals: Mapping[str, np.ndarray], context: Any = None) -> dict[str, float]:
         """`rmse` and `mae` (target units, averaged over targets), `r2` (summed SSE over summed SST)."""
         n = float(totals["count"])
         sse = np.asarray(totals["sse"], np.float64)
@@ -186,16 +202,16 @@ class RegressionTask(Task):
             "mse": float(sse.sum()) / (n * sse.size),
         }
 
-    def final_evaluation(self, evaluate, state: TrainState) -> dict[str, float]:
+    def final_evaluation(self, evaluate, state: TrainState, prepared: Prepared) -> dict[str, float]:
         """Ordinary least squares on the same training split: `eval/linear_rmse`, `eval/linear_r2`, and
         `eval/mean_rmse` (predicting the training mean)."""
         del evaluate, state
-        if not self.linear_baseline or "train" not in self._raw or "eval" not in self._raw:
+        if not self.linear_baseline:
             return {}
         from sklearn.linear_model import LinearRegression
         from sklearn.metrics import mean_squared_error, r2_score
 
-        (x_train, y_train), (x_eval, y_eval) = self._raw["train"], self._raw["eval"]
+        (x_train, y_train), (x_eval, y_eval) = prepared.context.raw_train, prepared.context.raw_eval
         pred = LinearRegression().fit(x_train, y_train).predict(x_eval)
         mean_pred = np.broadcast_to(y_train.mean(0), y_eval.shape)
         return {

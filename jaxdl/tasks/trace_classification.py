@@ -21,13 +21,15 @@ windows (early stopping sees no attack).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import optax
 
 from jaxdl.data.sequences import HOLDOUT
 from jaxdl.tasks.base import Batch, Metrics
-from jaxdl.tasks.language_model import LanguageModelTask, cross_entropy_update
+from jaxdl.tasks.language_model import LanguageModelTask, TraceTable, cross_entropy_update
 from jaxdl.training.parallel import example_keys, psum
 from jaxdl.training.state import TrainState
 
@@ -40,7 +42,12 @@ class TraceClassificationTask(LanguageModelTask):
 
     progress_unit = "cross-entropy (nats per window)"
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+    def required_features(self) -> tuple[str, ...]:
+        return ("tokens", "token_mask", "label")
+
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+    ) -> TrainState:
         """Initialises parameters for windows shaped like `example_batch["tokens"]`."""
         tokens = jnp.zeros((1, example_batch["tokens"].shape[-1]), jnp.int32)
         variables = self.model.init({"params": key}, tokens, train=False, token_mask=jnp.ones(tokens.shape, bool))
@@ -66,7 +73,7 @@ class TraceClassificationTask(LanguageModelTask):
         return weights
 
     def train_step(
-        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> tuple[TrainState, Metrics]:
         """One update on the mean window cross-entropy over the global batch (summed gradients, global count)."""
         keys = example_keys(jax.random.fold_in(key, state.step), batch["index"])
@@ -75,7 +82,10 @@ class TraceClassificationTask(LanguageModelTask):
             batch["label"], self._window_weights(batch), axis_name,
         )
 
-    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: TraceTable | None = None,
+        axis_name: str | None = None,
+    ) -> Metrics:
         """Cross-entropy sums over held-out normal windows; per-window P(attack) x calls for the trace scores."""
         del key
         logits = self.class_logits(state.params, batch, train=False)
@@ -84,8 +94,8 @@ class TraceClassificationTask(LanguageModelTask):
         weights = self._window_weights(batch)
         counted = weights * (batch["group"] == HOLDOUT)
         sums = {"nll_sum": jnp.sum(nll * counted), "correct_sum": jnp.sum(correct * counted), "count": counted.sum()}
-        if self.traces is not None:
-            num = len(self.traces.window_trace)
+        if context is not None:
+            num = len(context.window_trace)
             calls = batch["token_mask"].astype(jnp.float32).sum(1) * batch["mask"].astype(jnp.float32)  # [B]
             attack = jax.nn.softmax(logits)[:, 1]
             slot = jnp.where(batch["mask"], batch["index"], num)

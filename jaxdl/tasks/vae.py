@@ -14,7 +14,7 @@ Data: batches hold `image` uint8 [B, H, W, C] in 0..255, `index` int32 [B]
 (dataset index, -1 for padding) and, for evaluation, `mask` bool [B].
 Training images are binarized afresh at every use (dynamic binarization,
 pixel ~ Bernoulli(intensity)); the evaluation split is binarized once from
-`eval_binarize_seed` by `prepare_eval_split`.
+`eval_binarize_seed` by `prepare`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 import optax
 
 from jaxdl.models.vae import VAE, reparameterize
-from jaxdl.tasks.base import Batch, Metrics, Task
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 from jaxdl.viz.images import save_image_grid
@@ -143,7 +143,12 @@ class VAETask(Task):
         self.num_sample_images = num_sample_images
         self.active_unit_threshold = active_unit_threshold
 
-    def init_state(self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch) -> TrainState:
+    def required_features(self) -> tuple[str, ...]:
+        return ("image",)
+
+    def init_state(
+        self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: None = None
+    ) -> TrainState:
         """Initialises parameters from `key` for images shaped like `example_batch["image"]`.
 
         `init` runs compiled as one program (the same values, bit for bit, as
@@ -178,7 +183,7 @@ class VAETask(Task):
         return elbo.mean(), {"elbo": elbo, "recon": recon, "kl": kl}
 
     def train_step(
-        self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: None = None, axis_name: str | None = None
     ) -> tuple[TrainState, Metrics]:
         """One Adam/SGD update on the negative ELBO of the global batch.
 
@@ -195,7 +200,9 @@ class VAETask(Task):
         metrics["grad_norm"] = optax.tree.norm(grads)
         return state.apply_gradients(grads=grads), metrics
 
-    def eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None) -> Metrics:
+    def eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: None = None, axis_name: str | None = None
+    ) -> Metrics:
         """Sums of the negative ELBO and its two terms over valid examples (deterministic given `key`)."""
         x = self._targets(batch, key, train=False)
         _, aux = self.loss_fn(state.params, x, example_keys(key, batch["index"]))
@@ -235,7 +242,9 @@ class VAETask(Task):
         total, _ = jax.lax.scan(chunk, init, jnp.arange(self.iw_samples // self.iw_chunk))
         return total - math.log(self.iw_samples)
 
-    def final_eval_step(self, state: TrainState, batch: Batch, key: jax.Array, *, axis_name: str | None = None):
+    def final_eval_step(
+        self, state: TrainState, batch: Batch, key: jax.Array, *, context: None = None, axis_name: str | None = None
+    ):
         """Sums for `eval/nll` and the active-unit statistics over valid examples."""
         x = self._targets(batch, key, train=False)
         mask = batch["mask"].astype(jnp.float32)
@@ -248,7 +257,7 @@ class VAETask(Task):
         sums["mu_sq_sum"] = jnp.sum(jnp.square(mu) * mask[:, None], axis=0)  # [Z]
         return psum(sums, axis_name)
 
-    def final_evaluation(self, evaluate, state: TrainState) -> dict[str, float]:
+    def final_evaluation(self, evaluate, state: TrainState, prepared: Prepared) -> dict[str, float]:
         """Returns `eval/nll` (nats, K = iw_samples) and `eval/active_units` (count)."""
         totals = evaluate(self.final_eval_step)
         count = float(totals["count"])
@@ -259,8 +268,13 @@ class VAETask(Task):
             metrics["eval/nll"] = float(totals["nll_sum"]) / count
         return metrics
 
-    def prepare_eval_split(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
         """Binarizes the eval images once (uint8 0/255) so every evaluation sees the same pixels."""
+        del facts
+        return Prepared(train, self.binarize_eval(eval))
+
+    def binarize_eval(self, arrays: Arrays) -> Arrays:
+        """The eval split with its images binarized once from `eval_binarize_seed` (unchanged when None)."""
         if self.eval_binarize_seed is None:
             return arrays
         rng = np.random.default_rng(self.eval_binarize_seed)
@@ -268,8 +282,19 @@ class VAETask(Task):
         binary = (rng.random(probs.shape, dtype=np.float32) < probs).astype(np.uint8) * 255
         return {**arrays, "image": binary}
 
+    def sample(self, state: TrainState, num: int, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
+        """`num` prior samples: Bernoulli means sigmoid(decoder logits) of z ~ N(0, I) drawn from key `seed`.
+
+        Returns:
+          float32 [num, H, W, C] in [0, 1] (host numpy); the same seed gives the same images.
+        """
+        z = jax.random.normal(jax.random.key(seed), (num, self.model.latent_dim))
+        out = [np.asarray(nn.sigmoid(_decode(self.model, state.params, z[i : i + batch_size])))
+               for i in range(0, num, batch_size)]
+        return np.concatenate(out).astype(np.float32)
+
     def write_artifacts(
-        self, state: TrainState, epoch: int, run_dir: pathlib.Path, eval_arrays: Mapping[str, np.ndarray]
+        self, state: TrainState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
     ) -> None:
         """Writes `samples/epoch_NNN.png` (the same prior draws every epoch) and
         `reconstructions/epoch_NNN.png` (eval images beside their reconstructions)."""
@@ -277,7 +302,7 @@ class VAETask(Task):
         probs = nn.sigmoid(_decode(self.model, state.params, z))
         save_image_grid(run_dir / "samples" / f"epoch_{epoch:03d}.png", np.asarray(probs))
 
-        x = eval_arrays["image"][:32].astype(np.float32) / 255.0
+        x = prepared.eval["image"][:32].astype(np.float32) / 255.0
         mu, _ = _encode(self.model, state.params, x)
         recon = np.asarray(nn.sigmoid(_decode(self.model, state.params, mu)))
         pairs = np.stack([x, recon], axis=1).reshape(-1, *x.shape[1:])  # original, reconstruction, ...

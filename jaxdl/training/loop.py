@@ -25,7 +25,7 @@ import tqdm
 
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.metrics.writers import MetricWriter, read_metrics
-from jaxdl.tasks.base import Task
+from jaxdl.tasks.base import Prepared, Task
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
 from jaxdl.training.state import TrainState
@@ -65,7 +65,7 @@ class LoopConfig:
         "diag/..." values (0: off; the train step is the same program either way).
     """
 
-    epochs: int
+    epochs: int = 10
     max_steps: int | None = None
     log_every_steps: int = 100
     eval_every_epochs: int = 1
@@ -99,6 +99,51 @@ class LoopConfig:
             raise ValueError("trainer.prefetch_to_device and trainer.diagnostics_every_steps must be >= 0 (0: off).")
         if self.mode not in ("min", "max"):
             raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max'.")
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointSettings:
+    """Attributes: keep_last: the most recent checkpoints kept, besides the best by the monitored metric."""
+
+    keep_last: int = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainerSettings(LoopConfig):
+    """The `trainer` settings of a run: the loop's (`LoopConfig`) and how a run feeds it.
+
+    Attributes (besides `LoopConfig`'s):
+      batch_size: the global training batch: examples per optimizer step over
+        all devices and processes. Part of a model's recipe (it changes the maths).
+      eval_batch_size: the global evaluation batch (None: `batch_size`); it
+        does not change the metrics (the last batch is padded and masked).
+      num_devices: local devices to map the steps over (None: all).
+      tensorboard: also write TensorBoard event files.
+      checkpoint: how many checkpoints are kept.
+      monitor, mode: as `LoopConfig`'s; None takes the task's.
+    """
+
+    monitor: str | None = None
+    mode: str | None = None
+    batch_size: int = 100
+    eval_batch_size: int | None = None
+    num_devices: int | None = None
+    tensorboard: bool = True
+    checkpoint: CheckpointSettings = CheckpointSettings()
+
+    def __post_init__(self):
+        if self.batch_size < 1 or (self.eval_batch_size is not None and self.eval_batch_size < 1):
+            raise ValueError(f"trainer.batch_size={self.batch_size} and trainer.eval_batch_size must be at least 1.")
+        if self.mode is not None and self.mode not in ("min", "max"):
+            raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max' (or null: the task's).")
+        if self.checkpoint.keep_last < 1:
+            raise ValueError(f"trainer.checkpoint.keep_last={self.checkpoint.keep_last} must be at least 1.")
+        self.loop_config(monitor="eval/loss", mode="min")  # LoopConfig checks its own fields
+
+    def loop_config(self, *, monitor: str, mode: str) -> LoopConfig:
+        """The loop's settings, with the task's `monitor` and `mode` where these are None."""
+        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoopConfig)}
+        return LoopConfig(**{**fields, "monitor": self.monitor or monitor, "mode": self.mode or mode})
 
 
 @dataclasses.dataclass
@@ -135,6 +180,7 @@ def fit(
     task: Task,
     state: TrainState,
     *,
+    prepared: Prepared,
     config: LoopConfig,
     train_loader: ArrayLoader,
     eval_loader: ArrayLoader,
@@ -144,6 +190,7 @@ def fit(
     checkpointer: Checkpointer | None = None,
     writer: MetricWriter | None = None,
     on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
+    evaluate_final: Callable[[TrainState], Mapping[str, float]] | None = None,
 ) -> dict[str, Any]:
     """Trains `state` with `task` and returns the run's results.
 
@@ -153,9 +200,10 @@ def fit(
       task: the objective.
       state: the freshly initialised, unreplicated state (used as the restore
         target when resuming).
+      prepared: what `task.prepare` returned; its context reaches every step.
       config: loop settings.
-      train_loader, eval_loader: batches of the training and evaluation
-        splits (the eval split already passed through `task.prepare_eval_split`).
+      train_loader, eval_loader: batches of `prepared.train` and `prepared.eval`
+        (or a streaming loader of the training split).
       run_dir: the run's output folder (pictures, curves).
       seed: the run's seed; the train and eval random streams derive from it.
       devices: local devices to map the steps over.
@@ -166,6 +214,8 @@ def fit(
         metric to a hyperparameter search). Returning a string stops training
         there, like early stopping, with that string as `stop_reason` (a search
         returns "pruned"); returning None goes on.
+      evaluate_final: more final metrics of the final (unreplicated) state,
+        after the task's `final_evaluation` (e.g. a configured FID evaluator).
 
     Returns:
       dict with "metrics" (last eval plus the task's final evaluation),
@@ -194,13 +244,16 @@ def fit(
 
     n = len(devices)
     replicated = parallel.replicate(state, devices)
-    train_step = parallel.data_parallel(task.train_step, devices, backend=config.backend, donate_state=True)
-    eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend)
+    context = prepared.context
+    train_step = parallel.data_parallel(
+        task.train_step, devices, backend=config.backend, donate_state=True, context=context
+    )
+    eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend, context=context)
     diagnose = None  # compiled separately, so the train step is the same program with diagnostics off
     if config.diagnostics_every_steps:
         if not hasattr(task, "diagnostics"):
             raise ValueError(f"{type(task).__name__} has no diagnostics step; set trainer.diagnostics_every_steps=0.")
-        diagnose = parallel.data_parallel(task.diagnostics, devices, backend=config.backend)
+        diagnose = parallel.data_parallel(task.diagnostics, devices, backend=config.backend, context=context)
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
@@ -243,7 +296,7 @@ def fit(
     def evaluate_and_save(epoch: float) -> None:
         """Evaluates, updates best/early stopping, writes pictures, saves a ranked checkpoint."""
         totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
-        last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals).items()}
+        last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals, context).items()}
         if writer is not None:
             writer.write(step, {"epoch": epoch, **last_eval})
         if config.nan_guard:
@@ -260,14 +313,17 @@ def fit(
         if config.patience is not None and progress_state.evals_since_best > config.patience:
             progress_state.stopped_early, progress_state.stop_reason = True, "early_stopping"
         if writer is not None and config.artifacts:
-            task.write_artifacts(parallel.unreplicate(replicated), round(epoch), run_dir, eval_loader.arrays)
+            task.write_artifacts(parallel.unreplicate(replicated), round(epoch), run_dir, prepared, totals)
+            records = list(read_metrics(writer.path))
             plot_curves(
-                read_metrics(writer.path),
+                records,
                 run_dir / "curves.png",
                 metrics=[f"train/{task.progress_metric}", f"eval/{task.progress_metric}"],
                 title=f"{task.progress_metric} against steps",
                 ylabel=task.progress_unit,
             )
+            for name, metrics in task.curves.items():
+                plot_curves(records, run_dir / name, metrics=list(metrics), title=" and ".join(metrics) + " against steps")
         if on_evaluation is not None and not progress_state.stopped_early:
             reason = on_evaluation(step, dict(last_eval))
             if reason:
@@ -334,11 +390,13 @@ def fit(
     host_state = parallel.unreplicate(replicated)
 
     def evaluate_with(step_fn):
-        mapped = parallel.data_parallel(step_fn, devices, backend=config.backend)
+        mapped = parallel.data_parallel(step_fn, devices, backend=config.backend, context=context)
         return jax.device_get(_run_eval(mapped, replicated, eval_loader, eval_key, n))
 
     t_final = time.perf_counter()
-    extra = task.final_evaluation(evaluate_with, host_state)
+    extra = task.final_evaluation(evaluate_with, host_state, prepared)
+    if evaluate_final is not None:
+        extra = {**extra, **evaluate_final(host_state)}
     if extra:
         final_metrics.update(extra)
         bar.write("final evaluation: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import optax
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop")
+from jaxdl.errors import SettingsError
+from jaxdl.settings import check_keys, of_callable
+
 SCHEDULES = ("constant", "cosine", "piecewise", "triangular")
 
 
@@ -77,47 +81,87 @@ def make_schedule(
     if name == "piecewise":
         boundaries = {int(e) * steps_per_epoch: decay_factor for e in boundaries_epochs}
         return optax.piecewise_constant_schedule(learning_rate, boundaries)
-    raise ValueError(f"Unknown schedule {name!r}; choose one of {SCHEDULES}.")
+    raise SettingsError(f"Unknown schedule {name!r}; choose one of {SCHEDULES}.")
 
 
-def make_optimizer(
-    name: str,
+def adam(schedule: optax.Schedule, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> optax.GradientTransformation:
+    """Adam (Kingma & Ba 2015, arXiv:1412.6980); b1, b2: decay rates of the moment averages; eps: added to sqrt(v)."""
+    return optax.adam(schedule, b1=b1, b2=b2, eps=eps)
+
+
+def adamw(
     schedule: optax.Schedule,
     *,
     b1: float = 0.9,
     b2: float = 0.999,
     eps: float = 1e-8,
-    momentum: float = 0.9,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
+    weight_decay: float = 1e-4,
     decay_min_ndim: int = 0,
-    grad_clip_norm: float | None = None,
 ) -> optax.GradientTransformation:
-    """Returns an optax optimizer, optionally preceded by global-norm clipping.
+    """AdamW, decoupled weight decay (Loshchilov & Hutter 2019, arXiv:1711.05101).
 
-    `decay_min_ndim` restricts adamw's weight decay to parameters with at least
-    that many dimensions (2: weight matrices and embeddings but not biases or
-    norm scales, as GPT-2 and nanoGPT do); 0 decays every parameter.
+    Args:
+      weight_decay: per step, relative to the learning rate (the update adds
+        -lr * weight_decay * param).
+      decay_min_ndim: decay only parameters with at least this many axes (2:
+        weight matrices and embeddings but not biases or norm scales, as
+        GPT-2 and nanoGPT do); 0 decays every parameter.
+    """
+    mask = (lambda params: jax.tree.map(lambda p: p.ndim >= decay_min_ndim, params)) if decay_min_ndim else None
+    return optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
+
+
+def sgd(
+    schedule: optax.Schedule, *, momentum: float = 0.9, nesterov: bool = False, weight_decay: float = 0.0
+) -> optax.GradientTransformation:
+    """SGD with heavy-ball or Nesterov momentum (0: none).
+
+    `weight_decay` is PyTorch's coupled decay: weight_decay * param is added to
+    the gradient before momentum.
+    """
+    tx = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
+    return optax.chain(optax.add_decayed_weights(weight_decay), tx) if weight_decay else tx
+
+
+def rmsprop(
+    schedule: optax.Schedule, *, decay: float = 0.9, eps: float = 1e-8, momentum: float = 0.0
+) -> optax.GradientTransformation:
+    """RMSProp (Tieleman & Hinton 2012); decay: of the squared-gradient average."""
+    return optax.rmsprop(schedule, decay=decay, eps=eps, momentum=momentum or None)
+
+
+#: Optimizer name -> builder; each builder's keyword parameters are that optimizer's settings.
+OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformation]] = {
+    "adam": adam,
+    "adamw": adamw,
+    "sgd": sgd,
+    "rmsprop": rmsprop,
+}
+#: Default peak learning rate of each optimizer (the `learning_rate` setting).
+DEFAULT_LEARNING_RATES = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.1, "rmsprop": 1e-3}
+
+
+def make_optimizer(
+    name: str, schedule: optax.Schedule, *, grad_clip_norm: float | None = None, **settings: Any
+) -> optax.GradientTransformation:
+    """Returns the optax optimizer `OPTIMIZERS[name](schedule, **settings)`, optionally after global-norm clipping.
+
+    Args:
+      name: "adam", "adamw", "sgd" or "rmsprop".
+      schedule: the learning rate as a function of the step (`make_schedule`).
+      grad_clip_norm: clip the global gradient norm to this first (None: no clipping).
+      **settings: that optimizer's own settings (see its builder).
 
     Raises:
-      ValueError: unknown name, or weight decay asked of an optimizer that
-        does not take it here.
+      SettingsError (a ValueError): unknown name, or a setting that optimizer
+        does not have (e.g. weight decay asked of adam: use adamw or sgd).
     """
-    if name == "adam":
-        tx = optax.adam(schedule, b1=b1, b2=b2, eps=eps)
-    elif name == "adamw":
-        mask = (lambda params: jax.tree.map(lambda p: p.ndim >= decay_min_ndim, params)) if decay_min_ndim else None
-        tx = optax.adamw(schedule, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=mask)
-    elif name == "sgd":  # weight decay as PyTorch's SGD: weight_decay * param added to the gradient, before momentum
-        tx = optax.sgd(schedule, momentum=momentum or None, nesterov=nesterov)
-        if weight_decay:
-            tx = optax.chain(optax.add_decayed_weights(weight_decay), tx)
-    elif name == "rmsprop":
-        tx = optax.rmsprop(schedule, eps=eps, momentum=momentum)
-    else:
-        raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
-    if weight_decay and name not in ("adamw", "sgd"):
-        raise ValueError(f"optimizer.weight_decay applies to adamw and sgd only; got name={name!r}. Use optimizer=adamw.")
+    if name not in OPTIMIZERS:
+        raise SettingsError(f"Unknown optimizer {name!r}; choose one of {sorted(OPTIMIZERS)}.")
+    if "weight_decay" in settings and "weight_decay" not in inspect.signature(OPTIMIZERS[name]).parameters:
+        raise SettingsError(f"optimizer.weight_decay applies to adamw and sgd only; got name={name!r}. Use optimizer=adamw.")
+    check_keys(f"optimizer {name}", settings, of_callable(OPTIMIZERS[name], skip=("schedule",)))
+    tx = OPTIMIZERS[name](schedule, **settings)
     if grad_clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(grad_clip_norm), tx)
     return tx

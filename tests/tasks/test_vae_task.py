@@ -109,7 +109,7 @@ def test_iw_samples_must_be_a_multiple_of_the_chunk():
 
 def test_eval_split_binarization_is_fixed_by_its_seed():
     arrays = {"image": np.full((4, 28, 28, 1), 128, np.uint8)}
-    a = VAETask(VAE(**SMALL), eval_binarize_seed=0).prepare_eval_split(arrays)["image"]
-    b = VAETask(VAE(**SMALL), eval_binarize_seed=0).prepare_eval_split(arrays)["image"]
+    a = VAETask(VAE(**SMALL), eval_binarize_seed=0).binarize_eval(arrays)["image"]
+    b = VAETask(VAE(**SMALL), eval_binarize_seed=0).binarize_eval(arrays)["image"]
     np.testing.assert_array_equal(a, b)
     assert set(np.unique(a)) == {0, 255}

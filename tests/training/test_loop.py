@@ -12,6 +12,7 @@ import pytest
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.metrics.writers import MetricWriter, read_metrics
 from jaxdl.models.vae import VAE
+from jaxdl.tasks.base import Prepared, RunFacts
 from jaxdl.tasks.vae import VAETask
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
@@ -26,15 +27,16 @@ def synthetic(n: int, seed: int) -> dict[str, np.ndarray]:
 
 def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, on_evaluation=None, **loop):
     task = task or VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
-    train_loader = ArrayLoader(synthetic(64, 0), 16, shuffle=True, seed=0, drop_remainder=True)
-    eval_loader = ArrayLoader(task.prepare_eval_split(synthetic(24, 1)), 8, shuffle=False, drop_remainder=False)
+    prepared = task.prepare(synthetic(64, 0), synthetic(24, 1), RunFacts(batch_size=16, epochs=epochs))
+    train_loader = ArrayLoader(prepared.train, 16, shuffle=True, seed=0, drop_remainder=True)
+    eval_loader = ArrayLoader(prepared.eval, 8, shuffle=False, drop_remainder=False)
     state = task.init_state(jax.random.fold_in(jax.random.key(0), 0), optax.adam(lr), synthetic(1, 0))
     config = LoopConfig(epochs=epochs, log_every_steps=2, monitor="eval/elbo", progress=False, **loop)
     checkpointer = Checkpointer(run_dir / "checkpoints", best_metric=config.monitor)
     writer = MetricWriter(run_dir, tensorboard=False)
     try:
         return fit(
-            task, state, config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
+            task, state, prepared=prepared, config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
             seed=0, devices=parallel.select_devices(devices), checkpointer=checkpointer, writer=writer,
             on_evaluation=on_evaluation,
         ), checkpointer
@@ -103,8 +105,8 @@ def test_an_evaluation_callback_sees_every_evaluation_and_can_stop_the_run(tmp_p
 class ExplodingTask(VAETask):
     """Reports a NaN loss from step 5 on."""
 
-    def train_step(self, state, batch, key, *, axis_name=None):
-        new_state, metrics = super().train_step(state, batch, key, axis_name=axis_name)
+    def train_step(self, state, batch, key, *, context=None, axis_name=None):
+        new_state, metrics = super().train_step(state, batch, key, context=context, axis_name=axis_name)
         metrics["elbo"] = jnp.where(state.step >= 5, jnp.nan, metrics["elbo"])
         return new_state, metrics
 
@@ -124,7 +126,8 @@ def test_unknown_monitor_is_reported(tmp_path):
         train_loader = ArrayLoader(synthetic(32, 0), 16, shuffle=True, seed=0, drop_remainder=True)
         eval_loader = ArrayLoader(synthetic(8, 1), 8, shuffle=False, drop_remainder=False)
         state = task.init_state(jax.random.key(0), optax.adam(1e-3), synthetic(1, 0))
-        fit(task, state, config=LoopConfig(epochs=1, monitor="eval/accuracy", progress=False), train_loader=train_loader,
+        fit(task, state, prepared=Prepared(train_loader.arrays, eval_loader.arrays),
+            config=LoopConfig(epochs=1, monitor="eval/accuracy", progress=False), train_loader=train_loader,
             eval_loader=eval_loader, run_dir=tmp_path, seed=0, devices=parallel.select_devices(1))
 
 

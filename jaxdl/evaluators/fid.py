@@ -16,21 +16,28 @@ not comparable with published FIDs. Every score is reported with the
 classifier's checkpoint and test accuracy.
 
 Images enter as float [N, H, W, C] in [0, 1] (the classifier's training scale);
-features are float64 [N, D] on the host.
+features are float64 [N, D] on the host. `classifier` below is a
+`jaxdl.runs.Classifier` (a restored classification run).
+
+`FID` is the evaluator a run chooses with `evaluator=fid evaluator.classifier=RUN`:
+after training it scores `samples` images of the task's `sample` against
+the evaluation split.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
-import pathlib
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxdl.runs import load_classifier
+from jaxdl.tasks.classification import apply_model
 
 
 def gaussian_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -73,49 +80,6 @@ def fid_from_features(features1: np.ndarray, features2: np.ndarray) -> float:
     return frechet_distance(*gaussian_statistics(features1), *gaussian_statistics(features2))
 
 
-class Classifier(NamedTuple):
-    """A trained jaxdl classifier used as the feature extractor.
-
-    Attributes:
-      run_dir: its run folder; checkpoint: the restored checkpoint's folder; step: its step.
-      test_accuracy: `eval/accuracy` recorded in the run's results.json (None if absent).
-      dataset: the dataset it was trained on (`data.name`).
-      task: its ClassificationTask; state: its restored TrainState.
-    """
-
-    run_dir: str
-    checkpoint: str
-    step: int
-    test_accuracy: float | None
-    dataset: str
-    task: Any
-    state: Any
-
-
-def load_classifier(run_dir: os.PathLike | str, *, image_shape: tuple[int, int, int] = (28, 28, 1)) -> Classifier:
-    """Restores the latest checkpoint of a finished classification run.
-
-    Args:
-      run_dir: folder of an `experiments.run` run whose task is classification.
-      image_shape: (H, W, C) of its images (28x28x1 for MNIST and Fashion-MNIST).
-
-    Raises:
-      FileNotFoundError: not a run folder, or no checkpoint.
-      ValueError: the run is not a classifier.
-    """
-    from jaxdl.runs import load_settings, restore  # jaxdl.runs imports the task registry
-
-    settings = load_settings(run_dir)
-    if settings["task"]["name"] != "classification":
-        raise ValueError(f"{run_dir} trained task {settings['task']['name']!r}; the FID classifier must be a classification run.")
-    example = {"image": np.zeros((1, *image_shape), np.uint8), "label": np.zeros((1,), np.int32)}
-    restored = restore(run_dir, example)
-    results = pathlib.Path(run_dir) / "results.json"
-    accuracy = json.loads(results.read_text())["metrics"].get("eval/accuracy") if results.is_file() else None
-    checkpoint = str((pathlib.Path(run_dir) / "checkpoints" / str(restored.step)).resolve())
-    return Classifier(str(run_dir), checkpoint, restored.step, accuracy, settings["data"]["name"], restored.task, restored.state)
-
-
 def penultimate(model: nn.Module, apply: Any) -> tuple[jax.Array, jax.Array]:
     """Runs `apply()` (a call of `model`) and returns (the input of its submodule `output`, the call's result)."""
     captured = {}
@@ -134,14 +98,12 @@ def penultimate(model: nn.Module, apply: Any) -> tuple[jax.Array, jax.Array]:
 
 @functools.partial(jax.jit, static_argnums=0)
 def _features_and_logits(task: Any, params: Any, batch_stats: Any, images: jax.Array) -> tuple[jax.Array, jax.Array]:
-    from jaxdl.tasks.classification import apply_model
-
     x = task.inputs({task.input_key: images})
     features, (logits, _) = penultimate(task.model, lambda: apply_model(task.model, params, batch_stats, x, train=False))
     return features.reshape(features.shape[0], -1).astype(jnp.float32), logits
 
 
-def features(classifier: Classifier, images: np.ndarray, *, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def features(classifier: Any, images: np.ndarray, *, batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
     """Penultimate-layer features and logits of `images`.
 
     Args:
@@ -161,6 +123,44 @@ def features(classifier: Classifier, images: np.ndarray, *, batch_size: int = 10
     return np.concatenate(feats), np.concatenate(logits)
 
 
-def fid_of_images(classifier: Classifier, images: np.ndarray, reference: np.ndarray) -> float:
+def fid_of_images(classifier: Any, images: np.ndarray, reference: np.ndarray) -> float:
     """FID (jaxdl classifier features) between `images` and `reference`, both float [N, H, W, C] in [0, 1]."""
     return fid_from_features(features(classifier, images)[0], features(classifier, reference)[0])
+
+
+class FID:
+    """Final evaluator: FID of a generative task's samples against the evaluation split.
+
+    Args:
+      classifier: folder of a finished classification run on the same dataset
+        (its penultimate-layer features are the feature space).
+      samples: generated images scored (10,000 against MNIST's 10,000 test images).
+      seed: noise seed of the samples (the same seed, the same images).
+
+    Works with any task that has `sample(state, num, *, seed) -> float [num, H, W, C]`
+    in [0, 1] (the GAN and the VAE). Returns `eval/fid` (squared feature units)
+    and the classifier's test accuracy `eval/fid_classifier_accuracy`.
+    """
+
+    def __init__(self, classifier: str, samples: int = 10_000, seed: int = 0):
+        if samples < 2:
+            raise ValueError(f"evaluator.samples={samples} must be at least 2 (a covariance needs two images).")
+        self.classifier = os.fspath(classifier)
+        self.samples = samples
+        self.seed = seed
+
+    def __call__(self, task: Any, state: Any, eval_arrays: Mapping[str, np.ndarray]) -> dict[str, float]:
+        """Scores `task.sample(state, samples, seed=seed)` against `eval_arrays["image"]` (uint8, unprepared).
+
+        Raises:
+          ValueError: the task cannot sample images.
+        """
+        if not hasattr(task, "sample"):
+            raise ValueError(f"evaluator=fid needs a task that samples images; {type(task).__name__} does not.")
+        classifier = load_classifier(self.classifier)
+        reference = np.asarray(eval_arrays["image"], np.float32) / 255.0
+        generated = task.sample(state, self.samples, seed=self.seed)
+        return {
+            "eval/fid": fid_of_images(classifier, generated, reference),
+            "eval/fid_classifier_accuracy": classifier.test_accuracy,
+        }
