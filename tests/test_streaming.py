@@ -133,14 +133,12 @@ def run(tmp_path, name, *, streaming, **trainer):
         task={"name": "classification"},
         data={
             "name": "tiny_records",
-            "batch_size": 8,
-            "eval_batch_size": 16,
             "data_dir": str(tmp_path / "tfds"),
             "streaming": streaming,
         },
         optimizer={"name": "adam", "learning_rate": 1e-2},
-        trainer={"epochs": 3, "num_devices": 2, "log_every_steps": 1, "progress": False, "artifacts": False,
-                 "tensorboard": False, **trainer},
+        trainer={"epochs": 3, "batch_size": 8, "eval_batch_size": 16, "num_devices": 2, "log_every_steps": 1,
+                 "progress": False, "artifacts": False, "tensorboard": False, **trainer},
         run_dir=tmp_path / name,
     )
     return experiment.run(**settings)
@@ -183,8 +181,8 @@ def test_streaming_refuses_tasks_that_need_the_whole_split_in_memory(tmp_path, t
             seed=0,
             model={"name": "autoencoder", "code_dim": 2, "hidden_dims": [8], "image_shape": [6, 6, 1]},
             task={"name": "autoencoder", "knn_neighbors": 0},
-            data={"name": "tiny_records", "batch_size": 8, "data_dir": str(tmp_path / "tfds"), "streaming": True},
+            data={"name": "tiny_records", "data_dir": str(tmp_path / "tfds"), "streaming": True},
             optimizer={"name": "adam", "learning_rate": 1e-3},
-            trainer={"epochs": 1, "progress": False, "tensorboard": False},
+            trainer={"epochs": 1, "batch_size": 8, "progress": False, "tensorboard": False},
             run_dir=tmp_path / "ae",
         )

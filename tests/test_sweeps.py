@@ -21,7 +21,7 @@ def run(args, env, **kwargs):
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_summarized(tmp_path, mnist_data_dir, mnist_raw_dir):
     sweep = tmp_path / "sweep"
-    done = run(["-m", *SMOKE, f"data.data_dir={mnist_data_dir}", "data.batch_size=32,300",
+    done = run(["-m", *SMOKE, f"data.data_dir={mnist_data_dir}", "trainer.batch_size=32,300",
                 "seed=0,1", f"hydra.sweep.dir={sweep}"], environment(mnist_raw_dir))
     assert done.returncode != 0  # the sweep reports the failure ...
     assert sorted(p.name for p in sweep.iterdir() if p.name.isdigit()) == ["0", "1", "2", "3"]  # ... after every job ran

@@ -62,7 +62,7 @@ class ArrayLoader:
         self.process_count = process_count
         if drop_remainder and self.size < batch_size:
             raise ValueError(
-                f"The split has {self.size} examples, fewer than one batch of {batch_size}; lower data.batch_size."
+                f"The split has {self.size} examples, fewer than one batch of {batch_size}; lower trainer.batch_size."
             )
 
     @property

@@ -124,6 +124,7 @@ class AutoencoderTask(Task):
     default_metric = "eval/loss"
     default_mode = "min"
     progress_metric = "loss"
+    streams = False  # prepare() drops a class and fits PCA on the whole training split
 
     def __init__(
         self,

@@ -164,6 +164,7 @@ class RBMTask(Task):
     default_mode = "max"
     progress_metric = "recon_error"
     progress_unit = "squared reconstruction error (sum over pixels)"
+    streams = False  # prepare() fits the visible biases on the whole training split
 
     def __init__(
         self,

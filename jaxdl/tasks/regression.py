@@ -74,6 +74,7 @@ class RegressionTask(Task):
     default_mode = "min"
     progress_metric = "loss"
     progress_unit = "mean squared error (standardized targets)"
+    streams = False  # prepare() fits the standardization on the whole training split
 
     def __init__(
         self,

@@ -145,7 +145,7 @@ def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray
         if x.shape[0] % num_shards:
             raise ValueError(
                 f"Batch of {x.shape[0]} examples does not split evenly over {num_shards} devices; "
-                f"choose data.batch_size divisible by {num_shards}."
+                f"choose trainer.batch_size divisible by {num_shards}."
             )
         return x.reshape(num_shards, x.shape[0] // num_shards, *x.shape[1:])
 
