@@ -104,3 +104,24 @@ def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def test_vae_overhead_bare_loop_computes_what_jaxdl_computes(mnist_data_dir):
+    from benchmarks import vae_overhead
+    from jaxdl.data import sources
+    from scripts.benchmark import compose
+
+    settings = compose((*vae_overhead.OVERRIDES, "trainer.epochs=1", f"data.data_dir={mnist_data_dir}",
+                        "data.train_limit=1000"))
+    builder = sources.prepare("mnist", data_dir=str(mnist_data_dir))
+    images = sources.load_arrays(builder, "train", limit=1000)["image"]
+    assert vae_overhead.same_maths(settings, images, steps=4) == 0.0  # same parameters, keys and order: same numbers
+
+
+def test_conv_paths_compares_each_path_with_the_default(capsys):
+    from benchmarks import conv_paths
+
+    assert conv_paths.main(["--paths", "default", "im2col", "wgrad_matmul", "--batch", "2", "--size", "5", "--cin", "3",
+                            "--cout", "4", "--rounds", "1", "--iters", "1"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(table) == 4 and all(line.split(" | ")[8] == "ok" for line in table[1:])  # header, 3 paths
