@@ -10,8 +10,10 @@ weight decay 0.1 on parameters with 2+ axes, clipping 1.0). It prints, every
 250 iterations, nanoGPT's own estimate (mean loss of 20 random batches, as in
 its README) and, at the start and the end, the loss on the whole validation
 split (every character scored once, as `eval/loss` of jaxdl's run), in nats
-per character. Reference only: PyTorch is an optional extra, never needed by
-jaxdl itself.
+per character; `--no-whole-split` leaves those two out, so that its wall time
+is that of nanoGPT's own loop. PyTorch runs with its own thread count unless
+`--threads` says otherwise. Reference only: PyTorch is an optional extra, never
+needed by jaxdl itself.
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="tiny Shakespeare's input.txt")
     parser.add_argument("--seed", type=int, default=1337, help="nanoGPT's default seed is 1337")
+    parser.add_argument("--no-whole-split", action="store_true",
+                        help="skip the two whole-split evaluations: nanoGPT's own loop only (for wall-time comparisons)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: torch's own, as nanoGPT runs)")
     args = parser.parse_args()
@@ -110,7 +114,7 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = nanogpt_lr(it)
         if it % 250 == 0:
-            whole = f"{whole_split_loss(val_data):.4f}" if it in (0, ITERS) else "-"
+            whole = f"{whole_split_loss(val_data):.4f}" if it in (0, ITERS) and not args.no_whole_split else "-"
             print(f"step {it}: train {estimate(train_data):.4f} val20 {estimate(val_data):.4f} "
                   f"val_whole {whole} ({time.perf_counter() - start:.0f} s)", flush=True)
         if it == ITERS:
