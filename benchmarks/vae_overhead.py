@@ -48,11 +48,6 @@ OVERRIDES = (
 )
 
 
-def batch_size_of(settings: dict[str, Any]) -> int:
-    """The global batch size, wherever the composed config keeps it."""
-    return int(settings.get("trainer", {}).get("batch_size") or settings["data"]["batch_size"])
-
-
 def jaxdl_run(settings: dict[str, Any], run_dir: pathlib.Path) -> dict[str, Any]:
     """Runs `jaxdl.experiment.run` with the composed settings; returns its results."""
     from jaxdl import experiment
@@ -72,6 +67,7 @@ def bare_loop(settings: dict[str, Any], images, total: int, log_every_steps: int
     import optax
 
     from jaxdl.models.vae import VAE
+    from scripts.benchmark import batch_size_of
 
     m, opt, seed = dict(settings["model"]), settings["optimizer"], settings["seed"]
     m.pop("name")

@@ -66,6 +66,22 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 PEER_COLUMNS = {"torch": "torch", "compile": "torch.compile", "keras": "keras-jax"}
 
 
+#: The config key of the global batch size, the one key this script both sets and reads (it may move, e.g. to
+#: trainer.batch_size); every override and read of it below goes through `batch` and `batch_size_of`.
+BATCH_SIZE_KEY = "data.batch_size"
+
+
+def batch(n: int) -> str:
+    """The override that sets the global batch size to n."""
+    return f"{BATCH_SIZE_KEY}={n}"
+
+
+def batch_size_of(settings: dict[str, Any]) -> int:
+    """The global batch size of composed settings."""
+    section, key = BATCH_SIZE_KEY.split(".")
+    return int(settings[section][key])
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One benchmark row: the command's overrides and which peer architecture mirrors it."""
@@ -80,24 +96,24 @@ class Case:
 CASES = {
     c.name: c
     for c in (
-        Case("mlp", ("model=mlp",), "mlp", ("data.batch_size=16", "model.hidden_dims=[32,32]")),
-        Case("cnn", ("model=cnn",), "cnn", ("data.batch_size=16",)),
+        Case("mlp", ("model=mlp",), "mlp", (batch(16), "model.hidden_dims=[32,32]")),
+        Case("cnn", ("model=cnn",), "cnn", (batch(16),)),
         Case(
             "cnn_vgg",
             ("experiment=cifar10_cnn", "task.augment.crop_pad=0", "task.augment.flip=false", "task.augment.cutout_size=0"),
             "cnn",
-            ("data.batch_size=16", "model.channels=[8,8,8]", "model.dense_dims=[16]"),
+            (batch(16), "model.channels=[8,8,8]", "model.dense_dims=[16]"),
             note="experiment=cifar10_cnn without augmentation (the peers do not augment)",
         ),
-        Case("airbench94", ("model=airbench94", "data.batch_size=256", "task.flip=false", "task.translate=0", "task.lookahead=false"),
-             "airbench94", ("data.batch_size=16",),
+        Case("airbench94", ("model=airbench94", batch(256), "task.flip=false", "task.translate=0", "task.lookahead=false"),
+             "airbench94", (batch(16),),
              note="batch 256 (the recipe's 1024 takes ~15 s a step here)"),
-        Case("lstm", ("model=lstm",), "lstm", ("data.batch_size=8", "model.hidden_dim=16", "data.seq_len=10", "data.eval_context=2")),
+        Case("lstm", ("model=lstm",), "lstm", (batch(8), "model.hidden_dim=16", "data.seq_len=10", "data.eval_context=2")),
         Case("transformer", ("experiment=shakespeare_char_cpu",), "transformer",
-             ("data.batch_size=4", "model.num_layers=1", "model.embed_dim=32"),
+             (batch(4), "model.num_layers=1", "model.embed_dim=32"),
              note="nanoGPT's CPU setting; model=transformer's default takes ~10 s a step here"),
-        Case("vae", ("model=vae",), "vae", ("data.batch_size=16", "model.hidden_dims=[32,32]")),
-        Case("gan", ("model=gan",), "gan", ("data.batch_size=16",)),
+        Case("vae", ("model=vae",), "vae", (batch(16), "model.hidden_dims=[32,32]")),
+        Case("gan", ("model=gan",), "gan", (batch(16),)),
     )
 }
 DEFAULT_CASES = ("mlp", "cnn", "cnn_vgg", "airbench94", "lstm", "transformer", "vae", "gan")
@@ -150,7 +166,7 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     data, optimizer = dict(settings["data"]), dict(settings["optimizer"])
     if train_limit is not None:
         data["train_limit"] = train_limit
-    data["eval_limit"] = min(data.get("eval_limit") or 10**9, 2 * (data.get("eval_batch_size") or data["batch_size"]))
+    data["eval_limit"] = min(data.get("eval_limit") or 10**9, 2 * (data.get("eval_batch_size") or batch_size_of(settings)))
     module = experiment.build_model(model_settings.pop("name"), **model_settings)
     task = experiment.build_task(task_settings.pop("name"), module, **task_settings)
     builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
@@ -159,7 +175,7 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     train, evaluation = sequences.make_examples(data, train, evaluation)
     train = task.prepare_train_split(train)
     task.prepare_eval_split(evaluation)
-    loader = ArrayLoader(train, data["batch_size"], shuffle=True, seed=settings["seed"], drop_remainder=True)
+    loader = ArrayLoader(train, batch_size_of(settings), shuffle=True, seed=settings["seed"], drop_remainder=True)
     schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
     total = (settings["trainer"].get("max_steps") or settings["trainer"]["epochs"] * loader.steps_per_epoch)
     total = max(total, (schedule_settings.get("warmup_steps") or 0) + 1)  # a --train-limit run still fits the warmup
@@ -268,7 +284,7 @@ def bench_case(case: Case, args, monitor=None, log=print) -> dict[str, Any]:
     overrides = case.overrides + (case.tiny if args.tiny else ()) + tuple(args.override)
     settings = compose(overrides)
     built = build(settings, train_limit=args.train_limit or (64 if args.tiny else None))
-    batch_size = settings["data"]["batch_size"]
+    batch_size = batch_size_of(settings)
     runners: dict[str, Callable[[int], None]] = {"jaxdl": jaxdl_runner(built, 1)}
     threads = {"jaxdl": jaxdl_threads(1)}
     ndev = min(args.host_devices, jax.local_device_count())
