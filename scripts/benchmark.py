@@ -3,6 +3,7 @@
     python -m scripts.benchmark                                  # every reference model, writes benchmarks/RESULTS.md
     python -m scripts.benchmark --models lstm vae --repeats 5     # a few models
     python -m scripts.benchmark --models mlp --tiny --repeats 1 --no-write   # seconds: smoke test
+    python -m scripts.benchmark --require-idle                   # refuse to start, or to keep a row, under load
 
 The jaxdl side is the real step: each case composes the Hydra config of its
 command (`model=vae`, `experiment=shakespeare_char_cpu`, ...), builds the
@@ -12,11 +13,24 @@ does, and times `task.train_step` under `jaxdl.training.parallel.data_parallel`
 devices. "jaxdl xN" is the same on N CPU host devices (the batch split over
 them; `--host-devices`, default: the machine's cores).
 
-The peers (`scripts.bench_peers`; torch and keras are the optional extra
+The peers (`benchmarks.peers`; torch and keras are the optional extra
 `bench`, never runtime dependencies) build the same architecture, loss,
-optimizer and batch. Frameworks are timed round-robin, one window each per
-repeat, so load from other processes hits every column alike; a column's
-figure is the median over repeats of (window time / steps in the window).
+optimizer and batch. PyTorch (eager and torch.compile) and Keras each run in
+a child process of their own that inherits this process's environment and
+changes nothing about threads, so each framework runs with its own defaults,
+as its users run it (`benchmarks.peers.process`). Frameworks are timed
+round-robin, one window each per repeat, only one computing at a time; a
+column's figure is the median over repeats of (window time / steps in the
+window). The "jaxdl xN" column's host devices are set through JAX's
+`jax_num_cpu_devices` option in this process only, never through the
+environment the peers inherit.
+
+Load: every row records the load average before and after it and the CPU
+that other processes used meanwhile; a row measured under load (the rule is in
+`benchmarks.machine_load`) is marked in the table and the JSON, and
+`--require-idle` refuses to start under load and drops such rows. Every
+column records its thread settings (torch's thread counts, OpenMP/MKL/XLA
+environment, XLA flags, JAX devices, Keras backend).
 
 Columns: step = median training-step time after warm-up (ms); compile = the
 first step, compilation included (s); ex/s = batch / step. Ratios are
@@ -52,6 +66,22 @@ RESULTS = REPO / "benchmarks" / "RESULTS.md"
 PEER_COLUMNS = {"torch": "torch", "compile": "torch.compile", "keras": "keras-jax"}
 
 
+#: The config key of the global batch size, the one key this script both sets and reads (it may move, e.g. to
+#: trainer.batch_size); every override and read of it below goes through `batch` and `batch_size_of`.
+BATCH_SIZE_KEY = "data.batch_size"
+
+
+def batch(n: int) -> str:
+    """The override that sets the global batch size to n."""
+    return f"{BATCH_SIZE_KEY}={n}"
+
+
+def batch_size_of(settings: dict[str, Any]) -> int:
+    """The global batch size of composed settings."""
+    section, key = BATCH_SIZE_KEY.split(".")
+    return int(settings[section][key])
+
+
 @dataclasses.dataclass(frozen=True)
 class Case:
     """One benchmark row: the command's overrides and which peer architecture mirrors it."""
@@ -66,24 +96,24 @@ class Case:
 CASES = {
     c.name: c
     for c in (
-        Case("mlp", ("model=mlp",), "mlp", ("data.batch_size=16", "model.hidden_dims=[32,32]")),
-        Case("cnn", ("model=cnn",), "cnn", ("data.batch_size=16",)),
+        Case("mlp", ("model=mlp",), "mlp", (batch(16), "model.hidden_dims=[32,32]")),
+        Case("cnn", ("model=cnn",), "cnn", (batch(16),)),
         Case(
             "cnn_vgg",
             ("experiment=cifar10_cnn", "task.augment.crop_pad=0", "task.augment.flip=false", "task.augment.cutout_size=0"),
             "cnn",
-            ("data.batch_size=16", "model.channels=[8,8,8]", "model.dense_dims=[16]"),
+            (batch(16), "model.channels=[8,8,8]", "model.dense_dims=[16]"),
             note="experiment=cifar10_cnn without augmentation (the peers do not augment)",
         ),
-        Case("airbench94", ("model=airbench94", "data.batch_size=256", "task.flip=false", "task.translate=0", "task.lookahead=false"),
-             "airbench94", ("data.batch_size=16",),
+        Case("airbench94", ("model=airbench94", batch(256), "task.flip=false", "task.translate=0", "task.lookahead=false"),
+             "airbench94", (batch(16),),
              note="batch 256 (the recipe's 1024 takes ~15 s a step here)"),
-        Case("lstm", ("model=lstm",), "lstm", ("data.batch_size=8", "model.hidden_dim=16", "data.seq_len=10", "data.eval_context=2")),
+        Case("lstm", ("model=lstm",), "lstm", (batch(8), "model.hidden_dim=16", "data.seq_len=10", "data.eval_context=2")),
         Case("transformer", ("experiment=shakespeare_char_cpu",), "transformer",
-             ("data.batch_size=4", "model.num_layers=1", "model.embed_dim=32"),
+             (batch(4), "model.num_layers=1", "model.embed_dim=32"),
              note="nanoGPT's CPU setting; model=transformer's default takes ~10 s a step here"),
-        Case("vae", ("model=vae",), "vae", ("data.batch_size=16", "model.hidden_dims=[32,32]")),
-        Case("gan", ("model=gan",), "gan", ("data.batch_size=16",)),
+        Case("vae", ("model=vae",), "vae", (batch(16), "model.hidden_dims=[32,32]")),
+        Case("gan", ("model=gan",), "gan", (batch(16),)),
     )
 }
 DEFAULT_CASES = ("mlp", "cnn", "cnn_vgg", "airbench94", "lstm", "transformer", "vae", "gan")
@@ -136,7 +166,7 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     data, optimizer = dict(settings["data"]), dict(settings["optimizer"])
     if train_limit is not None:
         data["train_limit"] = train_limit
-    data["eval_limit"] = min(data.get("eval_limit") or 10**9, 2 * (data.get("eval_batch_size") or data["batch_size"]))
+    data["eval_limit"] = min(data.get("eval_limit") or 10**9, 2 * (data.get("eval_batch_size") or batch_size_of(settings)))
     module = experiment.build_model(model_settings.pop("name"), **model_settings)
     task = experiment.build_task(task_settings.pop("name"), module, **task_settings)
     builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
@@ -145,7 +175,7 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     train, evaluation = sequences.make_examples(data, train, evaluation)
     train = task.prepare_train_split(train)
     task.prepare_eval_split(evaluation)
-    loader = ArrayLoader(train, data["batch_size"], shuffle=True, seed=settings["seed"], drop_remainder=True)
+    loader = ArrayLoader(train, batch_size_of(settings), shuffle=True, seed=settings["seed"], drop_remainder=True)
     schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
     total = (settings["trainer"].get("max_steps") or settings["trainer"]["epochs"] * loader.steps_per_epoch)
     total = max(total, (schedule_settings.get("warmup_steps") or 0) + 1)  # a --train-limit run still fits the warmup
@@ -246,50 +276,69 @@ def measure(runners: dict[str, Callable[[int], None]], *, repeats: int, window_s
     return out
 
 
-def bench_case(case: Case, args, log=print) -> dict[str, Any]:
-    """Times one case: jaxdl on 1 and N devices and each requested peer."""
+def bench_case(case: Case, args, monitor=None, log=print) -> dict[str, Any]:
+    """Times one case: jaxdl on 1 and N devices and each requested peer; with `monitor`, the load around it."""
     import jax
 
+    before = monitor.read() if monitor is not None else None
     overrides = case.overrides + (case.tiny if args.tiny else ()) + tuple(args.override)
     settings = compose(overrides)
     built = build(settings, train_limit=args.train_limit or (64 if args.tiny else None))
-    batch_size = settings["data"]["batch_size"]
+    batch_size = batch_size_of(settings)
     runners: dict[str, Callable[[int], None]] = {"jaxdl": jaxdl_runner(built, 1)}
+    threads = {"jaxdl": jaxdl_threads(1)}
     ndev = min(args.host_devices, jax.local_device_count())
     if ndev > 1 and batch_size % ndev == 0:
         runners["jaxdl xN"] = jaxdl_runner(built, ndev)
+        threads["jaxdl xN"] = jaxdl_threads(ndev)
     if args.variants and case.name in VARIANTS:
         from scripts import bench_variants
 
         label, patch = VARIANTS[case.name]
         with getattr(bench_variants, patch)():
             runners[f"jaxdl {label}"] = jaxdl_runner(build(settings, train_limit=built.loader.size), 1, trace=True)
-    remote = None
-    if args.peers:
-        from scripts import bench_peers
+            threads[f"jaxdl {label}"] = jaxdl_threads(1)
+    remotes = []
+    try:
+        # One child process per framework: PyTorch's (eager and compiled share it) and Keras's.
+        for group in ([p for p in args.peers if p in ("torch", "compile")], [p for p in args.peers if p == "keras"]):
+            if not group:
+                continue
+            from benchmarks.peers.process import RemotePeers
 
-        torch_peers = [p for p in args.peers if p in ("torch", "compile")]
-        if torch_peers:
-            remote = bench_peers.RemotePeers(torch_peers, case.peer, settings, built.host_batch)
+            remote = RemotePeers(group, case.peer, settings, built.host_batch)
+            remotes.append(remote)
             for peer, why in remote.skipped.items():
                 log(f"    {peer}: not measured ({why})")
             for peer in remote.ready:
                 runners[PEER_COLUMNS[peer]] = remote.runner(peer)
-        if "keras" in args.peers:
-            try:
-                runners[PEER_COLUMNS["keras"]] = bench_peers.make("keras", case.peer, settings, built.host_batch)
-            except bench_peers.NotAvailable as why:
-                log(f"    keras: not measured ({why})")
-    if args.end_to_end and case.name in args.pipeline:
-        runners["jaxdl (pipeline)"] = jaxdl_runner(built, 1, pipeline=True)
-    try:
+                threads[PEER_COLUMNS[peer]] = remote.threads
+        if args.end_to_end and case.name in args.pipeline:
+            runners["jaxdl (pipeline)"] = jaxdl_runner(built, 1, pipeline=True)
+            threads["jaxdl (pipeline)"] = jaxdl_threads(1)
         results = measure(runners, repeats=args.repeats, window_s=args.window, log=log)
+        after = monitor.read() if monitor is not None else None  # before the children exit: their CPU counts as ours
     finally:
-        if remote is not None:
+        for remote in remotes:
             remote.close()
+    for col, r in results.items():
+        r["threads"] = threads[col]
     params = sum(int(x.size) for x in jax.tree.leaves(built.state.params))
-    return {"case": case.name, "command": " ".join(case.overrides), "note": case.note, "batch": batch_size,
-            "parameters": params, "results": results}
+    row = {"case": case.name, "command": " ".join(case.overrides), "note": case.note, "batch": batch_size,
+           "parameters": params, "results": results}
+    if monitor is not None:
+        row["load"] = monitor.row(before, after)
+    return row
+
+
+def jaxdl_threads(num_devices: int) -> dict[str, Any]:
+    """Thread settings of a jaxdl column: this process's (`thread_settings`) and the devices its step maps over."""
+    import jax
+
+    from benchmarks.peers.process import thread_settings
+
+    return {**thread_settings(), "step_devices": num_devices,
+            "jax_num_cpu_devices": jax.config.jax_num_cpu_devices}
 
 
 def first_step_times(cache_dir: str, overrides: list[str], log=print) -> list[dict[str, Any]]:
@@ -364,8 +413,8 @@ def summary_table(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown: one line per model; step times (ms), jaxdl's compile time and examples/s, ratios jaxdl / peer."""
     lines = [
         "| model (command) | batch | jaxdl | jaxdl xN | torch | torch.compile | keras-jax | jaxdl / torch | jaxdl / compile "
-        "| jaxdl / keras | xN / torch | xN / keras | jaxdl compile (s) | jaxdl examples/s | attempt (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| jaxdl / keras | xN / torch | xN / keras | jaxdl compile (s) | jaxdl examples/s | attempt (ms) | other load, start / end |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         res = row["results"]
@@ -374,8 +423,41 @@ def summary_table(rows: list[dict[str, Any]]) -> list[str]:
             f"{_ms(res, 'torch')} | {_ms(res, 'torch.compile')} | {_ms(res, 'keras-jax')} | "
             f"{_ratio(res, 'jaxdl', 'torch')} | {_ratio(res, 'jaxdl', 'torch.compile')} | {_ratio(res, 'jaxdl', 'keras-jax')} | "
             f"{_ratio(res, 'jaxdl xN', 'torch')} | {_ratio(res, 'jaxdl xN', 'keras-jax')} | "
-            f"{res['jaxdl']['compile_s']:.2f} | {row['batch'] / res['jaxdl']['step_s']:,.0f} | {_attempt(res)} |"
+            f"{res['jaxdl']['compile_s']:.2f} | {row['batch'] / res['jaxdl']['step_s']:,.0f} | {_attempt(res)} | "
+            f"{_load(row)} |"
         )
+    return lines
+
+
+def _load(row: dict[str, Any]) -> str:
+    """Other processes' share of the 1-minute load average before / after the row; marked when under load."""
+    load = row.get("load")
+    if not load:
+        return "-"
+    text = f"{load['before']['other_load']:.2f} / {load['after']['other_load']:.2f}"
+    return f"**under load** {text}" if load["loaded"] else text
+
+
+def thread_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown: the thread settings each column ran with (one line per column and distinct setting)."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for row in rows:
+        for col, r in row["results"].items():
+            key = (col, json.dumps(r.get("threads", {}), sort_keys=True))
+            seen.setdefault(key, []).append(row["case"])
+    if not seen:
+        return []
+    lines = ["| column | models | torch threads (intra-op / inter-op) | thread environment | XLA_FLAGS "
+             "| JAX devices (process / step) | Keras backend |", "|---|---|---|---|---|---|---|"]
+    every = {row["case"] for row in rows}
+    for (col, text), models in seen.items():
+        t = json.loads(text)
+        torch_threads = f"{t['torch_threads']} / {t['torch_interop_threads']}" if "torch_threads" in t else "-"
+        env = ", ".join(f"{k}={v}" for k, v in t.get("env", {}).items() if k != "XLA_FLAGS") or "none set"
+        devices = f"{t['jax_devices']} / {t.get('step_devices', 1)}" if "jax_devices" in t else "-"
+        which = "all" if set(models) == every else ", ".join(models)
+        lines.append(f"| {col} | {which} | {torch_threads} | {env} | `{t.get('xla_flags') or ''}` | {devices} | "
+                     f"{t.get('keras_backend', '-')} |")
     return lines
 
 
@@ -429,6 +511,15 @@ def write_results(record: dict[str, Any], path: pathlib.Path = RESULTS) -> None:
         "",
         *end_to_end_lines(record["rows"], record.get("first_step")),
         "",
+        f"Load: {record.get('load_rule', 'not recorded')}.",
+        *([f"Dropped as measured under load (--require-idle): {', '.join(r['case'] for r in record['rejected'])}."]
+          if record.get("rejected") else []),
+        "",
+        "Thread settings of each column (each framework in its own process with its defaults; "
+        f"{record['machine']}):",
+        "",
+        *thread_table(record["rows"]),
+        "",
         "<details><summary>every column and window</summary>",
         "",
         *detail_table(record["rows"]),
@@ -447,7 +538,7 @@ def write_results(record: dict[str, Any], path: pathlib.Path = RESULTS) -> None:
 
 
 def print_table(rows: list[dict[str, Any]], log=print) -> list[str]:
-    lines = summary_table(rows)
+    lines = summary_table(rows) + [""] + thread_table(rows)
     for line in lines:
         log(line)
     return lines
@@ -460,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="round-robin windows per framework")
     parser.add_argument("--window", type=float, default=1.0, help="seconds per timed window (about)")
     parser.add_argument("--host-devices", type=int, default=os.cpu_count() or 1,
-                        help="CPU host devices for the 'jaxdl xN' column (sets XLA_FLAGS before JAX starts)")
+                        help="CPU host devices for the 'jaxdl xN' column (JAX's jax_num_cpu_devices, this process only)")
     parser.add_argument("--train-limit", type=int, default=None, help="training records to read (default: all)")
     parser.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides for every case, e.g. data.data_dir=...")
     parser.add_argument("--tiny", action="store_true", help="tiny model sizes and batches (smoke test)")
@@ -471,24 +562,41 @@ def main(argv: list[str] | None = None) -> int:
                         help="--end-to-end: models whose steps are also timed fed by the real pipeline")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the raw numbers here")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/RESULTS.md")
+    parser.add_argument("--require-idle", action="store_true",
+                        help="refuse to start under load, and drop rows measured under load (benchmarks.machine_load)")
     args = parser.parse_args(argv)
 
-    if "jax" not in sys.modules and args.host_devices > 1:
-        flag = f"--xla_force_host_platform_device_count={args.host_devices}"
-        if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-            os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + flag).strip()
-    os.environ.setdefault("KERAS_BACKEND", "jax")
+    from benchmarks.machine_load import LoadMonitor
+
+    monitor = LoadMonitor()
+    start = monitor.read()
+    print(f"load average {start['load1']:.2f} (1 min), {start['other_load']:.2f} of it not this benchmark's; "
+          f"{monitor.rule()}", flush=True)
+    if args.require_idle and start["loaded"]:
+        print("--require-idle: the machine is under load; not starting. Stop the other work and run again.", flush=True)
+        return 3
+    set_host_devices(args.host_devices)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "argv": " ".join(argv if argv is not None else sys.argv[1:]),
-              "host_devices": args.host_devices, "rows": [], "pending": list(args.models)}
+              "host_devices": args.host_devices, "load_rule": monitor.rule(), "rows": [], "pending": list(args.models)}
     rows = record["rows"]
     for name in args.models:
         case = CASES[name]
         print(f"{name}: {' '.join(case.overrides)}", flush=True)
         try:
-            rows.append(bench_case(case, args))
+            row = bench_case(case, args, monitor)
         except Exception as error:  # a model still being written must not stop the others
             print(f"  {name}: not measured: {type(error).__name__}: {error}", flush=True)
+        else:
+            load = row["load"]
+            if load["loaded"]:
+                print(f"  {name}: measured UNDER LOAD (1-min load {load['before']['load1']:.2f} -> "
+                      f"{load['after']['load1']:.2f}, other processes {load['other_cpu_cores']:.2f} cores)", flush=True)
+            if load["loaded"] and args.require_idle:
+                record.setdefault("rejected", []).append(row)
+                print(f"  {name}: dropped (--require-idle); re-run it with --models {name}", flush=True)
+            else:
+                rows.append(row)
         record["pending"].remove(name)
         save(record, args)  # after every model: a crash later (XLA aborts the process on some faults) keeps these rows
     print_table(rows)
@@ -502,6 +610,23 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         print(f"wrote {RESULTS} and {RESULTS.with_suffix('.json')}")
     return 0
+
+
+def set_host_devices(n: int) -> None:
+    """Gives this process `n` CPU host devices (JAX's `jax_num_cpu_devices`) if JAX has not started its backends.
+
+    An option of this process's JAX only: the environment, which the peer
+    processes inherit, is left as it was. Kept when XLA_FLAGS already forces a
+    device count, or when the backends already run (e.g. under pytest).
+    """
+    if n <= 1 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+        return
+    import jax
+
+    try:
+        jax.config.update("jax_num_cpu_devices", n)
+    except RuntimeError:  # backends already initialised
+        pass
 
 
 def save(record: dict[str, Any], args) -> None:

@@ -3,7 +3,7 @@
 The PyTorch network, whitening initialisation, optimizer parameter groups and
 learning-rate schedule are those of legacy/airbench94.py
 (github.com/KellerJordan/cifar10-airbench, K. Jordan 2024) as
-`scripts.bench_peers` writes them (float32 on the CPU; the script uses float16
+`benchmarks.peers.torch_airbench94` writes them (float32 on the CPU; the script uses float16
 on CUDA); the label-smoothed summed loss is the script's.
 Needs torch (`pip install -e .[bench]`); skipped without it.
 """
@@ -22,7 +22,11 @@ import jax.numpy as jnp  # noqa: E402
 from jaxdl.models.airbench import Airbench94  # noqa: E402
 from jaxdl.tasks.airbench import AirbenchTask  # noqa: E402
 from jaxdl.training import optim  # noqa: E402
-from scripts.bench_peers import torch_airbench94, torch_airbench94_optimizer, torch_airbench94_whitening  # noqa: E402
+from benchmarks.peers.torch_airbench94 import (  # noqa: E402
+    torch_airbench94,
+    torch_airbench94_optimizer,
+    torch_airbench94_whitening,
+)
 from tests.conftest import assert_close  # noqa: E402
 
 pytestmark = pytest.mark.torch
@@ -152,16 +156,17 @@ def test_two_sgd_steps_match_pytorch(setup):
 
 
 def test_benchmark_peer_trains_the_scripts_network():
-    from scripts import bench_peers
+    from benchmarks import peers
+    from benchmarks.peers import torch_models
 
     rng = np.random.default_rng(0)
     batch = {"image": rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8), "label": rng.integers(0, 10, 8)}
     model = {"whiten_kernel_size": 2, "num_outputs": 10, "widths": [8, 16, 16], "scaling_factor": 1 / 9}
     settings = {"model": model, "optimizer": {"name": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": True}}
-    net, loss = bench_peers._torch_airbench94(settings, batch)
+    net, loss = torch_models.airbench94(settings, batch)
     assert not net[0].weight.requires_grad and net[2].norm1.bias.requires_grad and not net[2].norm1.weight.requires_grad
     first = loss(net).item()
-    bench_peers.make("torch", "airbench94", settings, batch)(2)  # forward, summed loss, backward, SGD step
+    peers.make("torch", "airbench94", settings, batch)(2)  # forward, summed loss, backward, SGD step
     assert np.isfinite(first) and first > 0
-    with pytest.raises(bench_peers.NotAvailable, match="2x2 whitening"):
-        bench_peers._torch_airbench94({**settings, "model": {**model, "whiten_kernel_size": 3}}, batch)
+    with pytest.raises(peers.NotAvailable, match="2x2 whitening"):
+        torch_models.airbench94({**settings, "model": {**model, "whiten_kernel_size": 3}}, batch)

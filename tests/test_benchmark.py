@@ -1,4 +1,5 @@
-"""scripts.benchmark runs end to end on tiny sizes, and the attempted variants it times compute what jaxdl computes."""
+"""scripts.benchmark runs end to end on tiny sizes and records load and threads; the attempted variants it times
+compute what jaxdl computes."""
 
 import flax.linen as nn
 import jax
@@ -66,12 +67,61 @@ def test_benchmark_runs_one_tiny_model_beside_its_peers(mnist_data_dir, tmp_path
     import json
 
     record = json.loads(out.read_text())
-    results = record["rows"][0]["results"]
+    row = record["rows"][0]
+    results = row["results"]
     assert {"jaxdl", *(benchmark.PEER_COLUMNS[p] for p in peers)} <= set(results)
     assert all(r["step_s"] > 0 and r["compile_s"] > 0 for r in results.values())
+    assert {"before", "after", "other_cpu_cores", "loaded"} <= set(row["load"])
+    assert all("cpu_count" in r["threads"] for r in results.values())
+    if "torch" in peers:
+        assert results["torch"]["threads"]["torch_threads"] >= 1
+    if "keras" in peers:
+        assert results["keras-jax"]["threads"]["keras_backend"] == "jax"
+
+
+def test_a_row_is_under_load_when_other_processes_keep_the_cores_busy(monkeypatch):
+    from benchmarks import machine_load
+
+    monitor = machine_load.LoadMonitor(cores=2)
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: (0.2, 0.2, 0.2))
+    idle = monitor.read()
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: (3.5, 2.0, 1.0))
+    busy = monitor.read()
+    assert not idle["loaded"] and busy["loaded"]  # 3.5 less at most 2 busy cores of ours is over 0.5 x 2 cores
+    assert not monitor.row(idle, idle)["loaded"] and monitor.row(idle, busy)["loaded"]
+
+
+def test_require_idle_refuses_to_start_under_load(monkeypatch, capsys):
+    from benchmarks import machine_load
+    from scripts import benchmark
+
+    monkeypatch.setattr(machine_load.os, "getloadavg", lambda: (64.0, 64.0, 64.0))
+    assert benchmark.main(["--models", "mlp", "--require-idle", "--no-write"]) == 3
+    assert "under load" in capsys.readouterr().out
 
 
 def _importable(name: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+def test_vae_overhead_bare_loop_computes_what_jaxdl_computes(mnist_data_dir):
+    from benchmarks import vae_overhead
+    from jaxdl.data import sources
+    from scripts.benchmark import compose
+
+    settings = compose((*vae_overhead.OVERRIDES, "trainer.epochs=1", f"data.data_dir={mnist_data_dir}",
+                        "data.train_limit=1000"))
+    builder = sources.prepare("mnist", data_dir=str(mnist_data_dir))
+    images = sources.load_arrays(builder, "train", limit=1000)["image"]
+    assert vae_overhead.same_maths(settings, images, steps=4) == 0.0  # same parameters, keys and order: same numbers
+
+
+def test_conv_paths_compares_each_path_with_the_default(capsys):
+    from benchmarks import conv_paths
+
+    assert conv_paths.main(["--paths", "default", "im2col", "wgrad_matmul", "--batch", "2", "--size", "5", "--cin", "3",
+                            "--cout", "4", "--rounds", "1", "--iters", "1"]) == 0
+    table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert len(table) == 4 and all(line.split(" | ")[8] == "ok" for line in table[1:])  # header, 3 paths

@@ -18,7 +18,7 @@ PyTorch's default NCHW);
 images are read from the binary archive (`cifar-10-batches-bin/*.bin` in a `.tar.gz` or
 `.tar.xz`, through jaxdl's own reader, `jaxdl.data.cifar10.read_records`) instead of
 torchvision's download; one run instead of 25. The network,
-whitening filters and optimizer are `scripts.bench_peers`'s, which tests/test_airbench_torch.py
+whitening filters and optimizer are `benchmarks.peers.torch_airbench94`'s, which tests/test_airbench_torch.py
 checks step for step against jaxdl's port.
 
 Printed, as the script prints them: per epoch the last batch's loss and accuracy, the test
@@ -43,10 +43,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `jaxdl` and `scripts`
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `jaxdl` and `benchmarks`
+from benchmarks.peers.torch_airbench94 import (  # noqa: E402
+    torch_airbench94,
+    torch_airbench94_optimizer,
+    torch_airbench94_whitening,
+)
 from jaxdl.data.cifar10 import TEST_MEMBERS, TRAIN_MEMBERS, read_records  # noqa: E402
 from jaxdl.data.idx_images import sha256sum  # noqa: E402
-from scripts.bench_peers import torch_airbench94, torch_airbench94_optimizer, torch_airbench94_whitening  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 HYP = dict(train_epochs=9.9, batch_size=1024, label_smoothing=0.2, whiten_bias_epochs=3, translate=2, tta_level=2)
@@ -136,12 +140,14 @@ def main() -> None:
     parser.add_argument("--archive", required=True, type=pathlib.Path,
                         help="cifar-10-binary.tar.gz or .tar.xz")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="torch CPU threads")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own, as the script runs)")
     parser.add_argument("--train-epochs", type=float, default=HYP["train_epochs"], help="9.9 in the script")
     parser.add_argument("--output", type=pathlib.Path, help="write the results as JSON here")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     wall_start = time.perf_counter()
 
     data = read_records(args.archive, {"train": TRAIN_MEMBERS, "test": TEST_MEMBERS})  # uint8 [N, 32, 32, 3], [N]
@@ -198,7 +204,7 @@ def main() -> None:
     print(f"steps {step}, wall time {wall_time_s:.1f} s (with data reading and per-epoch evaluations)", flush=True)
     if args.output:
         archive_sha256 = sha256sum(args.archive)
-        result = dict(seed=args.seed, threads=args.threads, steps=step, val_acc=epochs[-1]["val_acc"],
+        result = dict(seed=args.seed, threads=torch.get_num_threads(), steps=step, val_acc=epochs[-1]["val_acc"],
                       tta_val_acc=tta_val_acc, total_time_seconds=total_time_seconds, wall_time_s=wall_time_s,
                       epochs=epochs, archive=str(args.archive), archive_sha256=archive_sha256,
                       torch=torch.__version__)

@@ -10,8 +10,10 @@ weight decay 0.1 on parameters with 2+ axes, clipping 1.0). It prints, every
 250 iterations, nanoGPT's own estimate (mean loss of 20 random batches, as in
 its README) and, at the start and the end, the loss on the whole validation
 split (every character scored once, as `eval/loss` of jaxdl's run), in nats
-per character. Reference only: PyTorch is an optional extra, never needed by
-jaxdl itself.
+per character; `--no-whole-split` leaves those two out, so that its wall time
+is that of nanoGPT's own loop. PyTorch runs with its own thread count unless
+`--threads` says otherwise. Reference only: PyTorch is an optional extra, never
+needed by jaxdl itself.
 """
 
 from __future__ import annotations
@@ -26,15 +28,15 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `scripts`
-from scripts.bench_peers import torch_gpt  # noqa: E402  nanoGPT's GPT, the one torch Transformer of the project
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `benchmarks`
+from benchmarks.peers.torch_gpt import torch_gpt  # noqa: E402  nanoGPT's GPT, the one torch Transformer of the project
 
 VOCAB, BATCH, BLOCK, LAYERS, HEADS, WIDTH, ITERS = 65, 12, 64, 4, 4, 128, 2000
 LR, MIN_LR, WARMUP, DECAY_ITERS, WEIGHT_DECAY, BETA2, CLIP = 1e-3, 1e-4, 100, 2000, 0.1, 0.99, 1.0
 
 
 def per_position_nll(model, idx, targets):
-    """Cross-entropy of every position [B, T], nats (the model is `scripts.bench_peers.torch_gpt`)."""
+    """Cross-entropy of every position [B, T], nats (the model is `benchmarks.peers.torch_gpt`)."""
     logits = model(idx)
     return F.cross_entropy(logits.view(-1, VOCAB), targets.reshape(-1), reduction="none").view(targets.shape)
 
@@ -51,10 +53,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="tiny Shakespeare's input.txt")
     parser.add_argument("--seed", type=int, default=1337, help="nanoGPT's default seed is 1337")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-whole-split", action="store_true",
+                        help="skip the two whole-split evaluations: nanoGPT's own loop only (for wall-time comparisons)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's own, as nanoGPT runs)")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
 
     text = open(args.input).read()
     stoi = {ch: i for i, ch in enumerate(sorted(set(text)))}
@@ -107,7 +114,7 @@ def main() -> None:
         for group in opt.param_groups:
             group["lr"] = nanogpt_lr(it)
         if it % 250 == 0:
-            whole = f"{whole_split_loss(val_data):.4f}" if it in (0, ITERS) else "-"
+            whole = f"{whole_split_loss(val_data):.4f}" if it in (0, ITERS) and not args.no_whole_split else "-"
             print(f"step {it}: train {estimate(train_data):.4f} val20 {estimate(val_data):.4f} "
                   f"val_whole {whole} ({time.perf_counter() - start:.0f} s)", flush=True)
         if it == ITERS:

@@ -9,6 +9,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 from collections.abc import Iterator, Mapping
 
 
@@ -29,9 +30,7 @@ class MetricWriter:
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self._tb = None
         if tensorboard:
-            from tensorboardX import SummaryWriter
-
-            self._tb = SummaryWriter(str(pathlib.Path(run_dir) / "tensorboard"))
+            self._tb = _summary_writer_class()(str(pathlib.Path(run_dir) / "tensorboard"))
 
     def write(self, step: int, metrics: Mapping[str, float | int | str]) -> None:
         """Writes one record; numeric values also go to TensorBoard as scalars."""
@@ -48,6 +47,26 @@ class MetricWriter:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports torch whenever it is installed, only to accept torch
+    tensors, which jaxdl never logs; where torch is installed (e.g. beside the
+    benchmark peers) that import took about 180 MB and 4-5 s of a run's start.
+    It is kept out while tensorboardX loads, unless torch is already imported.
+    """
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # `import torch` raises ImportError, which tensorboardX handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
 
 
 def read_metrics(path: os.PathLike | str) -> Iterator[dict]:

@@ -279,11 +279,11 @@ def fit(
         nonlocal examples, train_time
         if not pending:
             return time.perf_counter()
-        fetched = jax.device_get(pending)  # the loop's only host sync between evaluations
+        fetched = parallel.fetch_steps(pending)  # the loop's only host sync between evaluations; {k: [S, N]}
         now = time.perf_counter()
         examples += len(pending) * train_loader.batch_size
         train_time += now - window_start
-        record = {f"train/{k}": float(np.mean([m[k][0] for m in fetched])) for k in fetched[0]}
+        record = {f"train/{k}": float(np.mean(np.ascontiguousarray(v[:, 0]))) for k, v in fetched.items()}
         record["train/examples_per_s"] = len(pending) * train_loader.batch_size / max(now - window_start, 1e-9)
         if writer is not None:
             writer.write(step, record)
@@ -431,7 +431,7 @@ def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax
     totals = None
     for batch in loader.epoch(0):
         out = mapped_step(replicated, parallel.shard(batch, n), key)
-        totals = out if totals is None else jax.tree.map(lambda a, b: a + b, totals, out)
+        totals = out if totals is None else parallel.add(totals, out)
     return jax.tree.map(lambda x: x[0], totals)
 
 

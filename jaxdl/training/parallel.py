@@ -174,6 +174,33 @@ def prefetch_to_device(batches: Iterable[T], size: int, devices: Sequence[jax.De
         yield queue.popleft()
 
 
+@jax.jit
+def _stack_steps(pending: list[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+    return jax.tree.map(lambda *steps: jnp.stack(steps), *pending)
+
+
+def fetch_steps(pending: Sequence[dict[str, jax.Array]]) -> dict[str, np.ndarray]:
+    """Copies the outputs of S steps to the host as one array per name: {name: [S, N, ...]}.
+
+    `pending` holds what each step returned, dicts of arrays with a leading [N]
+    device axis. Copying S x K small arrays one by one costs about 10 us each
+    on a CPU (3-4 ms for 100 steps of 4 metrics); stacked on the devices first,
+    one program and K copies take about 0.5 ms. The values are those of
+    `jax.device_get(pending)`, stacked. Across processes (each holds only its
+    own devices' shards) they are fetched one by one.
+    """
+    if jax.process_count() > 1:
+        fetched = jax.device_get(list(pending))
+        return {k: np.stack([m[k] for m in fetched]) for k in fetched[0]}
+    return jax.device_get(_stack_steps(list(pending)))
+
+
+@jax.jit
+def add(a: T, b: T) -> T:
+    """a + b leaf by leaf, as one program (summing eval outputs over batches costs one dispatch, not one per leaf)."""
+    return jax.tree.map(jnp.add, a, b)
+
+
 def pmean(tree: T, axis_name: str | None) -> T:
     """Averages every leaf over the mapped axis (identity when unmapped)."""
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)

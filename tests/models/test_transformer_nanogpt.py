@@ -83,10 +83,10 @@ def test_schedule_is_nanogpt_get_lr():
 
 
 def _torch_nanogpt(params, **sizes):
-    """nanoGPT's GPT (bias=False, dropout 0; `scripts.bench_peers.torch_gpt`), its weights copied from ours."""
+    """nanoGPT's GPT (bias=False, dropout 0; `benchmarks.peers.torch_gpt`), its weights copied from ours."""
     import torch
 
-    from scripts.bench_peers import torch_gpt
+    from benchmarks.peers.torch_gpt import torch_gpt
 
     D = sizes["embed_dim"]
 
