@@ -52,8 +52,8 @@ def jaxdl_run(settings: dict[str, Any], run_dir: pathlib.Path) -> dict[str, Any]
     """Runs `jaxdl.experiment.run` with the composed settings; returns its results."""
     from jaxdl import experiment
 
-    return experiment.run(seed=settings["seed"], model=settings["model"], task=settings["task"], data=settings["data"],
-                          optimizer=settings["optimizer"], trainer=settings["trainer"], run_dir=run_dir)
+    keys = ("seed", "precision", "model", "task", "data", "optimizer", "trainer")
+    return experiment.run(**{k: settings[k] for k in keys if k in settings}, run_dir=run_dir)
 
 
 def bare_loop(settings: dict[str, Any], images, total: int, log_every_steps: int) -> dict[str, Any]:
@@ -71,6 +71,8 @@ def bare_loop(settings: dict[str, Any], images, total: int, log_every_steps: int
 
     m, opt, seed = dict(settings["model"]), settings["optimizer"], settings["seed"]
     m.pop("name")
+    m["image_shape"] = m.get("image_shape") or images.shape[1:]  # the run takes it from the data
+    m["param_dtype"] = jnp.dtype(m.get("param_dtype", "float32"))
     model = VAE(**{k: tuple(v) if isinstance(v, list) else v for k, v in m.items()})
     batch, n = batch_size_of(settings), len(images)
     steps_per_epoch = n // batch

@@ -68,7 +68,7 @@ PEER_COLUMNS = {"torch": "torch", "compile": "torch.compile", "keras": "keras-ja
 
 #: The config key of the global batch size, the one key this script both sets and reads (it may move, e.g. to
 #: trainer.batch_size); every override and read of it below goes through `batch` and `batch_size_of`.
-BATCH_SIZE_KEY = "data.batch_size"
+BATCH_SIZE_KEY = "trainer.batch_size"
 
 
 def batch(n: int) -> str:
@@ -146,10 +146,11 @@ class Built:
     state: Any
     loader: Any
     host_batch: dict[str, Any]
+    context: Any = None
 
 
 def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
-    """Builds model, task, optimizer, state and the training loader as `jaxdl.experiment.run` does.
+    """Builds model, task, optimizer, state and the training loader through `jaxdl.build`, as a run does.
 
     Args:
       settings: composed config (see `compose`).
@@ -157,35 +158,40 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     """
     import jax
 
-    from jaxdl import experiment
+    from jaxdl import build as builder_of
     from jaxdl.data import sequences, sources
     from jaxdl.data.pipeline import ArrayLoader
-    from jaxdl.training import optim
+    from jaxdl.experiment import data_settings, trainer_settings
+    from jaxdl.tasks.base import RunFacts
 
-    model_settings, task_settings = dict(settings["model"]), dict(settings["task"])
-    data, optimizer = dict(settings["data"]), dict(settings["optimizer"])
+    data = dict(settings["data"])
     if train_limit is not None:
         data["train_limit"] = train_limit
-    data["eval_limit"] = min(data.get("eval_limit") or 10**9, 2 * (data.get("eval_batch_size") or batch_size_of(settings)))
-    module = experiment.build_model(model_settings.pop("name"), **model_settings)
-    task = experiment.build_task(task_settings.pop("name"), module, **task_settings)
-    builder = sources.prepare(data["name"], data_dir=data.get("data_dir"), manual_dir=data.get("manual_dir"))
-    train = sources.load_arrays(builder, data.get("train_split", "train"), limit=data.get("train_limit"))
-    evaluation = sources.load_arrays(builder, data.get("eval_split", "test"), limit=data.get("eval_limit"))
-    train, evaluation = sequences.make_examples(data, train, evaluation)
-    train = task.prepare_train_split(train)
-    task.prepare_eval_split(evaluation)
-    loader = ArrayLoader(train, batch_size_of(settings), shuffle=True, seed=settings["seed"], drop_remainder=True)
-    schedule_settings = dict(optimizer.pop("schedule", None) or {"name": "constant"})
-    total = (settings["trainer"].get("max_steps") or settings["trainer"]["epochs"] * loader.steps_per_epoch)
-    total = max(total, (schedule_settings.get("warmup_steps") or 0) + 1)  # a --train-limit run still fits the warmup
-    schedule = optim.make_schedule(
-        schedule_settings.pop("name"), optimizer.pop("learning_rate"), total_steps=total,
-        steps_per_epoch=loader.steps_per_epoch, **schedule_settings,
+    trainer = trainer_settings(settings["trainer"])
+    data["eval_limit"] = min(data.get("eval_limit") or 10**9, 2 * (trainer.eval_batch_size or trainer.batch_size))
+    common, windows = data_settings(data)
+    prepared_data = sources.prepare(common.name, data_dir=common.data_dir, manual_dir=common.manual_dir)
+    spec = builder_of.data_spec(prepared_data, data)
+    module = builder_of.build_model(settings["model"], spec, precision=settings.get("precision", "auto"))
+    task = builder_of.build_task(settings["task"], module, spec)
+    # the peers build the same network from the settings as built (image shape, vocabulary and widths filled in)
+    settings = {**settings, "model": builder_of.resolve_model(settings["model"], spec),
+                "task": builder_of.resolve_task(settings["task"], spec)}
+    train = sources.load_arrays(prepared_data, common.train_split, limit=common.train_limit)
+    evaluation = sources.load_arrays(prepared_data, common.eval_split, limit=common.eval_limit)
+    train, evaluation = sequences.make_examples(
+        {"name": common.name, "train_limit": common.train_limit, "eval_limit": common.eval_limit, **windows},
+        train, evaluation,
     )
-    tx = optim.make_optimizer(optimizer.pop("name"), schedule, **optimizer)
-    state = task.init_state(jax.random.fold_in(jax.random.key(settings["seed"]), 0), tx, {k: v[:1] for k, v in train.items()})
-    return Built(settings, task, state, loader, next(iter(loader.epoch(0))))
+    prepared = task.prepare(train, evaluation, RunFacts(trainer.batch_size, trainer.epochs, trainer.max_steps))
+    loader = ArrayLoader(prepared.train, trainer.batch_size, shuffle=True, seed=settings["seed"], drop_remainder=True)
+    total = trainer.max_steps or trainer.epochs * loader.steps_per_epoch
+    warmup = (settings["optimizer"].get("schedule") or {}).get("warmup_steps") or 0
+    total = max(total, warmup + 1)  # a --train-limit run still fits the warmup
+    tx = builder_of.build_optimizer(settings["optimizer"], total_steps=total, steps_per_epoch=loader.steps_per_epoch)
+    key = jax.random.fold_in(jax.random.key(settings["seed"]), 0)
+    state = task.init_state(key, tx, {k: v[:1] for k, v in prepared.train.items()}, prepared.context)
+    return Built(settings, task, state, loader, next(iter(loader.epoch(0))), prepared.context)
 
 
 #: case -> (column label, name of a context manager in scripts.bench_variants): attempts timed with --variants.
@@ -215,7 +221,8 @@ def jaxdl_runner(built: Built, num_devices: int, *, pipeline: bool = False, trac
     devices = parallel.select_devices(num_devices)
     n = len(devices)
     backend = built.settings["trainer"].get("backend", "shard_map")
-    step = parallel.data_parallel(built.task.train_step, devices, backend=backend, donate_state=True)
+    step = parallel.data_parallel(built.task.train_step, devices, backend=backend, donate_state=True,
+                                  context=built.context)
     holder = {"state": parallel.replicate(built.state, devices)}
     on_device = next(parallel.prefetch_to_device([parallel.shard(built.host_batch, n)], 1, devices))
     key = jax.random.fold_in(jax.random.key(built.settings["seed"]), 1)
@@ -306,7 +313,7 @@ def bench_case(case: Case, args, monitor=None, log=print) -> dict[str, Any]:
                 continue
             from benchmarks.peers.process import RemotePeers
 
-            remote = RemotePeers(group, case.peer, settings, built.host_batch)
+            remote = RemotePeers(group, case.peer, built.settings, built.host_batch)
             remotes.append(remote)
             for peer, why in remote.skipped.items():
                 log(f"    {peer}: not measured ({why})")
