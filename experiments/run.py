@@ -2,7 +2,8 @@
 
 Composes `conf/config.yaml` with the command-line overrides, turns the result
 into plain dicts and calls `jaxdl.experiment.run`. Returns the monitored
-metric, which Hydra's sweepers (Optuna) optimise. A run that fails writes
+metric. Under a search (`-m ... sweep=NAME`) each job is instead a worker of
+the study (experiments/search.py). A run that fails writes
 `failure.json` (error and traceback) into its folder before the error
 propagates, so a sweep's summary can list it; Hydra's launchers go on with
 the sweep's other jobs.
@@ -19,11 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from experiments import search
 from experiments.config import register
-from experiments.sweeps import register_resolvers
 
 register()
-register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -41,6 +41,8 @@ def main(cfg: DictConfig) -> float | None:
             # Cache every program, not only those over JAX's default 1 s of compile time: a run's many small
             # ones (init, optimizer init, eval) add up to half its time to the first step (scripts/benchmark).
             jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        if search.is_worker():  # sweep=... with -m: this job trains trials until the study has its total
+            return search.work(cfg)
         from jaxdl import experiment
 
         results = experiment.run(
