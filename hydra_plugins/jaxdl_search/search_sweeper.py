@@ -93,8 +93,10 @@ class SearchSweeper(Sweeper):
         OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
         log.info("Search %r in %s: %d trials, %s %s over %s, %d worker(s)", spec["study_name"], sweep_dir,
                  spec["n_trials"], spec["direction"], spec["metric"], ", ".join(params), s["workers"])
-        returns = self.launcher.launch([list(fixed)] * int(s["workers"]), initial_job_idx=0)
-        print(search_report.summarize(sweep_dir), flush=True)
+        try:
+            returns = self.launcher.launch([list(fixed)] * int(s["workers"]), initial_job_idx=0)
+        finally:  # also when a worker was killed: where the study stands (the same command continues it)
+            print(search_report.summarize(sweep_dir), flush=True)
         for r in returns:
             _ = r.return_value  # raises a worker's own error (not a trial's: trials fail on their own)
         return returns
