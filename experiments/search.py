@@ -306,7 +306,11 @@ def trial_dir(sweep_dir: os.PathLike | str, trial) -> pathlib.Path:
 
 
 def reproduce_command(overrides: Sequence[str], params: Mapping[str, Any], seeds: Sequence[int]) -> str:
-    """The command that trains a trial again as single runs (a multirun over the seeds when there are several)."""
+    """The shell command that trains a trial again as single runs, one per seed.
+
+    Several seeds become a loop rather than a multirun: with `-m`, the
+    `sweep=` option among the overrides would start a search.
+    """
 
     def value(v: Any) -> str:
         if isinstance(v, bool):
@@ -315,10 +319,11 @@ def reproduce_command(overrides: Sequence[str], params: Mapping[str, Any], seeds
             return "null"
         return repr(v) if isinstance(v, float) else str(v)
 
-    seed = ",".join(str(s) for s in seeds)
-    words = ["python", "-m", "experiments.run", *(["-m"] if len(seeds) > 1 else []), *overrides,
-             *(f"{k}={value(v)}" for k, v in params.items()), f"seed={seed}"]
-    return " ".join(shlex.quote(w) for w in words)
+    words = ["python", "-m", "experiments.run", *overrides, *(f"{k}={value(v)}" for k, v in params.items())]
+    command = " ".join(shlex.quote(w) for w in words)
+    if len(seeds) == 1:
+        return f"{command} seed={seeds[0]}"
+    return f"for seed in {' '.join(str(s) for s in seeds)}; do {command} seed=$seed; done"
 
 
 @contextlib.contextmanager

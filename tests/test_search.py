@@ -77,8 +77,8 @@ def test_search_space_settings_and_record(tmp_path):
         search.prepare(tmp_path / "other", cfg, overrides=[], **{**settings, "params": {"model.width": "choice(1, 2)"}})
     assert search.reproduce_command(["model=vae"], {"optimizer.learning_rate": 0.1 + 0.2}, [0]) == (
         "python -m experiments.run model=vae optimizer.learning_rate=0.30000000000000004 seed=0")
-    assert search.reproduce_command(["model=vae"], {"model.latent_dim": 20}, [0, 1]) == (
-        "python -m experiments.run -m model=vae model.latent_dim=20 seed=0,1")
+    assert search.reproduce_command(["model=vae", "sweep=vae_optuna"], {"model.latent_dim": 20}, [0, 1]) == (
+        "for seed in 0 1; do python -m experiments.run model=vae sweep=vae_optuna model.latent_dim=20 seed=$seed; done")
 
 
 def test_a_pruned_trial_stops_cleanly_and_is_summarized(tmp_path, mnist_data_dir, mnist_raw_dir):
@@ -125,7 +125,7 @@ def test_two_workers_share_one_study_and_the_best_trial_reproduces(tmp_path, mni
     assert f"Train it again: `{record['command']}`" in (sweep / "summary.md").read_text()
     again = tmp_path / "again"
     words = shlex.split(record["command"])
-    assert words[:3] == ["python", "-m", "experiments.run"] and "-m" not in words[3:]
+    assert words[:3] == ["python", "-m", "experiments.run"] and "-m" not in words[3:] and words[-1] == "seed=0"
     run([sys.executable, *words[1:], f"hydra.run.dir={again}"], env)
     assert json.loads((again / "results.json").read_text())["metrics"]["eval/elbo"] == best.value
 
@@ -175,3 +175,19 @@ def test_a_failing_trial_does_not_stop_the_others(tmp_path, mnist_data_dir, mnis
     assert "fewer than one batch of 300" in json.loads((folder / "failure.json").read_text())["message"]
     text = summarize(sweep)
     assert "2 of 2 trials finished (1 complete, 1 failed)" in text and "fewer than one batch of 300" in text
+
+
+def test_a_trial_scored_on_several_seeds(tmp_path, mnist_data_dir, mnist_raw_dir):
+    sweep = tmp_path / "sweep"
+    run(command(sweep, mnist_data_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds_per_trial=2", "seed=5"),
+        environment(mnist_raw_dir))
+    trial = study_of(sweep).get_trials()[0]
+    values = [json.loads((sweep / "trial_0000" / f"seed_{s}" / "results.json").read_text())["metrics"]["eval/elbo"]
+              for s in (5, 6)]
+    assert trial.user_attrs["values"] == values and values[0] != values[1]
+    assert trial.value == pytest.approx(sum(values) / 2) and trial.user_attrs["std"] > 0
+    assert list(trial.intermediate_values) == [1, 2, 3, 4]  # two evaluations per seed, counted over the seeds
+    assert trial.user_attrs["epochs"] == 4
+    text = summarize(sweep)
+    assert "mean over 2 seeds" in text and f"{trial.user_attrs['std']:.4g}" in text
+    assert "for seed in 5 6; do python -m experiments.run" in text
