@@ -2,21 +2,19 @@
 
 Composes `conf/config.yaml` with the command-line overrides, turns the result
 into plain dicts and calls `jaxdl.experiment.run`. Returns the monitored
-metric, which Hydra's sweepers optimise. A run that fails writes
-`failure.json` (error and traceback) into its folder; an error the user can
-fix (a setting, the data, a file) is reported in one line, and Hydra's
-launchers go on with a sweep's other jobs.
+metric. Under a search (`-m ... sweep=NAME`) each job is instead a worker of
+the study (`experiments/search.py`), which trains trials through `train`. A run
+that fails writes `failure.json` (error and traceback) into its folder; an
+error the user can fix (a setting, the data, a file) is reported in one line,
+and Hydra's launchers go on with a sweep's other jobs.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import pathlib
 import sys
-import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import hydra
@@ -24,20 +22,17 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import errors
+from experiments import errors, search
 from experiments.config import register
-from experiments.sweeps import register_resolvers
+from experiments.jobs import train, write_failure
 from jaxdl.errors import SettingsError, UserError
 
 register()
-register_resolvers()
 errors.install()
 
 CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
 #: Groups whose option a command line may name; an experiment that sets values in one of them cannot be mixed with it.
 GROUPS = ("model", "task", "data", "optimizer")
-#: Top-level settings `jaxdl.experiment.run` takes.
-RUN_KEYS = ("seed", "precision", "model", "task", "data", "optimizer", "trainer", "distributed", "evaluator")
 
 
 def check_presets(choices: Mapping[str, Any], overrides: Sequence[str], conf_dir: pathlib.Path = CONF) -> None:
@@ -68,40 +63,6 @@ def check_presets(choices: Mapping[str, Any], overrides: Sequence[str], conf_dir
             )
 
 
-def train(
-    settings: Mapping[str, Any],
-    run_dir: str | os.PathLike,
-    *,
-    on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
-) -> dict[str, Any]:
-    """Trains one run from a composed config's settings (plain dicts) into `run_dir`; returns its results.
-
-    Sets the environment (`env`) and JAX's persistent compilation cache first.
-    """
-    os.environ.update({k: str(v) for k, v in (settings.get("env") or {}).items()})  # before JAX starts
-    import jax
-
-    if settings.get("compilation_cache_dir"):
-        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(settings["compilation_cache_dir"]))
-        # Cache every program, not only those over JAX's default 1 s of compile time: a run's many small
-        # ones (init, optimizer init, eval) add up to half its time to the first step (scripts/benchmark).
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    from jaxdl import experiment
-
-    return experiment.run(**{k: settings[k] for k in RUN_KEYS if k in settings}, run_dir=run_dir,
-                          on_evaluation=on_evaluation)
-
-
-def write_failure(run_dir: str | os.PathLike, error: BaseException) -> pathlib.Path:
-    """Writes `failure.json` (error, message, traceback) atomically into `run_dir`; returns its path."""
-    path = pathlib.Path(run_dir) / "failure.json"
-    failure = {"error": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(failure, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and TFDS log every file they touch at INFO
@@ -110,6 +71,8 @@ def main(cfg: DictConfig) -> float | None:
     run_dir = hydra_config.runtime.output_dir
     try:
         check_presets(hydra_config.runtime.choices, hydra_config.overrides.task)
+        if search.is_worker():  # sweep=... with -m: this job trains trials until the study has its total
+            return search.work(cfg)
         results = train(OmegaConf.to_container(cfg, resolve=True), run_dir)
     except Exception as error:
         path = write_failure(run_dir, error)

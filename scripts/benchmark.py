@@ -127,10 +127,8 @@ def compose(overrides: tuple[str, ...]) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     from experiments.config import register
-    from experiments.sweeps import register_resolvers
 
     register()
-    register_resolvers()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = hydra_compose(config_name="config", overrides=list(overrides))

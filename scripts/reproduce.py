@@ -28,7 +28,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.config import register
-from experiments.sweeps import register_resolvers
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 RECORDS = REPO / "benchmarks" / "reproductions.jsonl"
@@ -43,7 +42,6 @@ def expectation(overrides: list[str]) -> dict:
       SystemExit: the config has none.
     """
     register()
-    register_resolvers()
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     if cfg.get("expected") is None:

@@ -10,6 +10,9 @@ MULTIRUN_DIR:
 * `summary_<metric>.png`: the metric against each swept hyperparameter.
 
 Failed jobs are listed with their error. Prints the Markdown tables.
+A search's folder (`sweep=...`, it holds search.json) gets the study's
+summary instead: trials with their state (pruned among them), the best one and
+its command, Optuna's plots (experiments/search_report.py).
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ def summarize(sweep_dir: pathlib.Path, metric: str | None = None) -> str:
     Raises:
       FileNotFoundError: `sweep_dir` holds no Hydra job folders.
     """
+    from experiments import search_report
+
+    if search_report.is_search(sweep_dir):
+        return search_report.summarize(sweep_dir)
     jobs = read_jobs(sweep_dir)
     if not jobs:
         raise FileNotFoundError(f"No job folders (*/.hydra/overrides.yaml) under {sweep_dir}; pass a multirun folder.")

@@ -5,10 +5,8 @@ import socket
 import subprocess
 import sys
 
-import optuna
 import pytest
 
-from experiments.sweeps import remaining_trials, resumed_seed
 from scripts.summarize import summarize
 from tests.conftest import REPO
 from tests.test_run import SMOKE, environment
@@ -85,14 +83,3 @@ def test_two_processes_train_like_one_process_with_two_devices(tmp_path, mnist_d
         assert b["metrics"][key] == pytest.approx(a["metrics"][key], rel=1e-5)
     written = [r for r in (shared / "metrics.jsonl").read_text().splitlines() if '"eval/elbo"' in r]
     assert len(written) == 2  # one record per evaluation: only process 0 writes
-
-
-def test_optuna_resolvers_continue_an_interrupted_study(tmp_path):
-    storage = f"sqlite:///{tmp_path}/study.db"
-    assert remaining_trials(storage, "s", 8) == 8 and resumed_seed(storage, "s", 3) == 3
-    study = optuna.create_study(study_name="s", storage=storage)
-    for value in (1.0, 2.0, 3.0):
-        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
-    study.ask()  # a trial left running by a killed sweep is not counted as finished
-    assert remaining_trials(storage, "s", 8) == 5
-    assert resumed_seed(storage, "s", 3) == 7

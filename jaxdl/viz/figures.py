@@ -23,8 +23,11 @@ def pyplot() -> Any:
     return plt
 
 
-def save_figure(fig: Any, path: os.PathLike | str) -> None:
+def save_figure(fig: Any, path: os.PathLike | str, **savefig_kwargs: Any) -> None:
     """Writes the matplotlib figure `fig` as a PNG at `path` and closes it.
+
+    `savefig_kwargs` go to `fig.savefig` (e.g. `bbox_inches="tight"` for a
+    figure laid out by another library).
 
     The file is written under a temporary name in the same folder and renamed,
     so a crash or a kill never leaves a truncated picture (an older one stays
@@ -35,7 +38,7 @@ def save_figure(fig: Any, path: os.PathLike | str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.png")
     try:
-        fig.savefig(tmp)
+        fig.savefig(tmp, **savefig_kwargs)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -16,7 +16,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments.config import register
-from experiments.run import train
+from experiments.jobs import train
 from jaxdl import runs
 
 CONF = pathlib.Path(__file__).resolve().parents[2] / "conf"

@@ -1,0 +1,53 @@
+"""One job of `python -m experiments.run`: composed settings in, a trained run folder out.
+
+Used by the command itself (`experiments/run.py`) and by every trial of a
+search (`experiments/search.py`), so a trial trains exactly as the command does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+#: Top-level settings `jaxdl.experiment.run` takes.
+RUN_KEYS = ("seed", "precision", "model", "task", "data", "optimizer", "trainer", "distributed", "evaluator")
+
+
+def train(
+    settings: Mapping[str, Any],
+    run_dir: str | os.PathLike,
+    *,
+    on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
+) -> dict[str, Any]:
+    """Trains one run from a composed config's settings (plain dicts) into `run_dir`; returns its results.
+
+    Sets the environment (`env`) and JAX's persistent compilation cache first.
+    """
+    os.environ.update({k: str(v) for k, v in (settings.get("env") or {}).items()})  # before JAX starts
+    import jax
+
+    if settings.get("compilation_cache_dir"):
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(settings["compilation_cache_dir"]))
+        # Cache every program, not only those over JAX's default 1 s of compile time: a run's many small
+        # ones (init, optimizer init, eval) add up to half its time to the first step (scripts/benchmark).
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    from jaxdl import experiment
+
+    return experiment.run(**{k: settings[k] for k in RUN_KEYS if k in settings}, run_dir=run_dir,
+                          on_evaluation=on_evaluation)
+
+
+def write_failure(run_dir: str | os.PathLike, error: BaseException) -> pathlib.Path:
+    """Writes `failure.json` (error, message, traceback) atomically into `run_dir`; returns its path."""
+    path = pathlib.Path(run_dir) / "failure.json"
+    failure = {"error": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(failure, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
