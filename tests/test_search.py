@@ -167,9 +167,9 @@ def test_a_failing_trial_does_not_stop_the_others(tmp_path, mnist_data_dir, mnis
     # The space given on the command line (no sweep= file); a batch of 300 is more than the 256 examples.
     run([sys.executable, "-m", "experiments.run", "-m", *SEARCH_SMOKE, f"data.data_dir={mnist_data_dir}",
          "hydra/sweeper=jaxdl_search", "hydra/sweeper/sampler=brute_force",
-         "hydra.sweeper.n_trials=2", "data.batch_size=choice(32, 300)", f"hydra.sweep.dir={sweep}"],
+         "hydra.sweeper.n_trials=2", "trainer.batch_size=choice(32, 300)", f"hydra.sweep.dir={sweep}"],
         environment(mnist_raw_dir))
-    trials = {t.params["data.batch_size"]: t for t in study_of(sweep).get_trials()}
+    trials = {t.params["trainer.batch_size"]: t for t in study_of(sweep).get_trials()}
     assert trials[32].state.name == "COMPLETE" and trials[300].state.name == "FAIL"
     folder = sweep / trials[300].user_attrs["folder"]
     assert "fewer than one batch of 300" in json.loads((folder / "failure.json").read_text())["message"]
