@@ -170,7 +170,8 @@ def build(requirements: list[str], project: tuple[str, str, list[str]], have: di
             pip("wheel", "--no-deps", "--quiet", "-w", str(local), spec, log=log)
     for wheel in local.glob("*.whl"):
         if not wheel.name.endswith("-none-any.whl"):
-            raise SystemExit(f"{wheel.name} is published only as source and is not pure Python: build it on the target.")
+            raise SystemExit(f"{wheel.name} is published only as source and is not pure Python: "
+                             "build it on the target.")
 
     missing = resolve(python, requirements, constraints, work / "target.json", target, local, log)
     omitted = {key: [] for key in (canonicalize_name(i["metadata"]["name"]) for i in missing) if key in omit}
