@@ -46,7 +46,8 @@ def compile_and_step(cache_dir: str) -> dict:
 
 
 def run_child(cache_dir) -> dict:
-    code = f"import json; from {__name__} import compile_and_step; print(json.dumps(compile_and_step({str(cache_dir)!r})))"
+    code = (f"import json; from {__name__} import compile_and_step; "
+            f"print(json.dumps(compile_and_step({str(cache_dir)!r})))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-3000:]

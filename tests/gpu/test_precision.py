@@ -113,6 +113,7 @@ def test_cudnn_attention_agrees_with_xla(gpus):
 
             return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*(x.astype(dtype) for x in (q, k, v)))
 
-        for got, want in zip(grads(attention("cudnn"), jnp.bfloat16), grads(attention("xla"), jnp.float32), strict=True):
+        pairs = zip(grads(attention("cudnn"), jnp.bfloat16), grads(attention("xla"), jnp.float32), strict=True)
+        for got, want in pairs:
             got, want = np.asarray(got, np.float32), np.asarray(want)
             assert np.linalg.norm(got - want) <= ATTENTION_GRAD_RTOL * np.linalg.norm(want)
