@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+import zipfile
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
@@ -108,19 +109,47 @@ def pip(*args: str, log: pathlib.Path | None = None) -> None:
         raise SystemExit(f"pip failed ({' '.join(args[:2])} ...):\n{shown[-4000:]}")
 
 
-def stub_environment(root: pathlib.Path, pins: dict[str, tuple[str, str]]) -> pathlib.Path:
-    """An empty venv whose site-packages holds a metadata-only .dist-info per pin; returns its python."""
+def stub_environment(root: pathlib.Path, pins: dict[str, tuple[str, str]]) -> tuple[pathlib.Path, pathlib.Path]:
+    """An empty venv whose site-packages holds a metadata-only .dist-info per pin; (its python, site-packages)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True)
     python = root / "bin" / "python"
     site = pathlib.Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                        check=True, capture_output=True, text=True).stdout.strip())
     for name, version in pins.values():
-        info = site / f"{name.replace('-', '_')}-{version}.dist-info"
-        info.mkdir(parents=True, exist_ok=True)
-        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-        (info / "INSTALLER").write_text("jaxdl-wheelhouse-stub\n")
-        (info / "RECORD").write_text("")
-    return python
+        write_stub(site, name, version, f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return python, site
+
+
+def write_stub(site: pathlib.Path, name: str, version: str, metadata: str) -> None:
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(metadata)
+    (info / "INSTALLER").write_text("jaxdl-wheelhouse-stub\n")
+    (info / "RECORD").write_text("")
+
+
+def wheel_metadata(spec: str, target: list[str], work: pathlib.Path, log: pathlib.Path) -> str | None:
+    """The METADATA of the wheel pip picks for `spec` on the target, or None when it cannot get one."""
+    folder = pathlib.Path(tempfile.mkdtemp(dir=work, prefix="metadata-"))
+    try:
+        pip("download", "--no-deps", "--quiet", *target, "-d", str(folder), spec, log=log)
+    except SystemExit:
+        return None
+    for wheel in folder.glob("*.whl"):
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                if member.endswith(".dist-info/METADATA"):
+                    return archive.read(member).decode()
+    return None
+
+
+def asked_with_extras(requirements: list[str], resolved: list[dict], pins: dict[str, tuple[str, str]]) -> set[str]:
+    """Pinned packages that jaxdl or a package to be installed asks for with extras (`etils[epath]`)."""
+    lines = list(requirements)
+    for item in resolved:
+        lines += item["metadata"].get("requires_dist") or []
+    names = (canonicalize_name(r.name) for r in map(Requirement, lines) if r.extras)
+    return {name for name in names if name in pins}
 
 
 def resolve(python: pathlib.Path, requirements: list[str], constraints: pathlib.Path, report: pathlib.Path,
@@ -160,20 +189,34 @@ def build(requirements: list[str], project: tuple[str, str, list[str]], have: di
                 pins[key] = (item["metadata"]["name"], item["metadata"]["version"])
     constraints = work / "have.txt"
     constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.values()))
-    python = stub_environment(work / "env", pins)
+    python, site = stub_environment(work / "env", pins)
 
-    # Source-only releases: found by a resolution for this interpreter that may use them, built here.
-    for item in resolve(python, requirements, constraints, work / "native.json", None, local, log):
-        url = item["download_info"]["url"]
-        if not url.endswith(".whl"):
-            spec = f"{item['metadata']['name']}=={item['metadata']['version']}"
-            pip("wheel", "--no-deps", "--quiet", "-w", str(local), spec, log=log)
-    for wheel in local.glob("*.whl"):
-        if not wheel.name.endswith("-none-any.whl"):
-            raise SystemExit(f"{wheel.name} is published only as source and is not pure Python: "
-                             "build it on the target.")
-
-    missing = resolve(python, requirements, constraints, work / "target.json", target, local, log)
+    real: dict[str, bool] = {}  # stubs given the real package's metadata (False: none could be read)
+    for _ in range(5):
+        # Source-only releases: found by a resolution for this interpreter that may use them, built here.
+        built = {parse_wheel_filename(w.name)[0] for w in local.glob("*.whl")}
+        for item in resolve(python, requirements, constraints, work / "native.json", None, local, log):
+            name, version = item["metadata"]["name"], item["metadata"]["version"]
+            if not item["download_info"]["url"].endswith(".whl") and canonicalize_name(name) not in built:
+                pip("wheel", "--no-deps", "--quiet", "-w", str(local), f"{name}=={version}", log=log)
+        for wheel in local.glob("*.whl"):
+            if not wheel.name.endswith("-none-any.whl"):
+                raise SystemExit(f"{wheel.name} is published only as source and is not pure Python: "
+                                 "build it on the target.")
+        missing = resolve(python, requirements, constraints, work / "target.json", target, local, log)
+        # A stub declares no extras, so what an extra of a package the target has needs (TFDS asks for
+        # etils[enp], which needs einops) is found only once the stub carries that package's real metadata.
+        asked = asked_with_extras(requirements, missing, pins) - set(real)
+        if not asked:
+            break
+        for key in asked:
+            name, version = pins[key]
+            metadata = wheel_metadata(f"{name}=={version}", target, work, log)
+            real[key] = metadata is not None
+            if metadata is not None:
+                write_stub(site, name, version, metadata)
+    for key in sorted(k for k, found in real.items() if not found):
+        print(f"note: no wheel of {'=='.join(pins[key])} to read its extras from: what they need is not included")
     omitted = {key: [] for key in (canonicalize_name(i["metadata"]["name"]) for i in missing) if key in omit}
     for item in missing:
         for requirement in map(Requirement, item["metadata"].get("requires_dist") or []):
