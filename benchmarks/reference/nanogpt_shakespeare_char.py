@@ -2,7 +2,7 @@
 
     python benchmarks/reference/nanogpt_shakespeare_char.py --input PATH/input.txt --seed 1337
     python benchmarks/reference/nanogpt_shakespeare_char.py --input PATH/input.txt --setting gpu --device cuda \
-        --dtype bfloat16 --compile --iters 500 --output nanogpt.json      # GPU shapes, capped at 500 iterations
+        --dtype bfloat16 --compile --iters 500 --output nanogpt.json      # GPU shapes, a 500-iteration run
 
 A transcription of karpathy/nanoGPT's `model.py` and `train.py` for the
 setting of `experiment=shakespeare_char_cpu` (4 layers, 4 heads, width 128,
@@ -20,8 +20,9 @@ jaxdl itself.
 batch 64, 5,000 iterations, learning rate decayed over 5,000, nanoGPT's
 200-batch estimate), but not its dropout of 0.2: the project's torch GPT has
 none. `--device cuda --dtype bfloat16 --compile` run it as nanoGPT does on a
-GPU (autocast to bfloat16, `torch.compile`, TF32 products). `--iters N` stops
-after N iterations of the same schedule. `--output` writes the losses and
+GPU (autocast to bfloat16, `torch.compile`, TF32 products). `--iters N` makes
+it an N-iteration run, the learning rate decayed over N (as `trainer.max_steps=N`
+does for jaxdl's run). `--output` writes the losses and
 times as JSON: `train_time_s` counts the iterations after the first (which
 holds compilation), without the evaluations.
 """
@@ -74,13 +75,13 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="autocast dtype")
     parser.add_argument("--compile", action="store_true", help="torch.compile the model (nanoGPT's GPU default)")
-    parser.add_argument("--iters", type=int, default=None, help="stop after this many iterations of the schedule")
+    parser.add_argument("--iters", type=int, default=None, help="run length (default: the setting's)")
     parser.add_argument("--output", type=pathlib.Path, help="write losses and times as JSON here")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
-    batch_size, block, layers, heads, width, schedule_iters, estimate_batches = SETTINGS[args.setting]
-    iters = min(args.iters or schedule_iters, schedule_iters)
+    batch_size, block, layers, heads, width, iters, estimate_batches = SETTINGS[args.setting]
+    iters = args.iters or iters
     device = torch.device(args.device)
     if device.type != "cpu":
         torch.set_default_device(device)  # torch_gpt makes its positions with torch.arange on the default device
@@ -145,11 +146,11 @@ def main() -> None:
 
     start = time.perf_counter()
     record = {"setting": args.setting, "device": str(device), "dtype": args.dtype, "compile": args.compile,
-              "seed": args.seed, "iters": iters, "schedule_iters": schedule_iters, "train_time_s": 0.0, "evals": []}
+              "seed": args.seed, "iters": iters, "train_time_s": 0.0, "evals": []}
     segment = time.perf_counter()
     for it in range(iters + 1):
         for group in opt.param_groups:
-            group["lr"] = nanogpt_lr(it, schedule_iters)
+            group["lr"] = nanogpt_lr(it, iters)
         if it % 250 == 0 or it == iters:
             sync()
             record["train_time_s"] += time.perf_counter() - segment if it > 1 else 0.0
