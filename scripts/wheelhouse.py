@@ -179,20 +179,13 @@ def build(requirements: list[str], project: tuple[str, str, list[str]], have: di
         target += ["--platform", tag]
 
     pins = {k: (n, v) for k, (n, v) in have.items() if v}
-    bare = {k for k, (_, v) in have.items() if not v}
-    if bare:  # pass 0: the versions pip would pick for the bare names, then they are pinned like the rest
-        python = stub_environment(work / "env0", pins)
-        (work / "have0.txt").write_text("".join(f"{n}=={v}\n" for n, v in pins.values()))
-        for item in resolve(python, requirements, work / "have0.txt", work / "bare.json", target, local, log):
-            key = canonicalize_name(item["metadata"]["name"])
-            if key in bare:
-                pins[key] = (item["metadata"]["name"], item["metadata"]["version"])
+    bare = {k for k, (_, v) in have.items() if not v}  # present at a version not given
     constraints = work / "have.txt"
-    constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.values()))
     python, site = stub_environment(work / "env", pins)
 
     real: dict[str, bool] = {}  # stubs given the real package's metadata (False: none could be read)
-    for _ in range(5):
+    for _ in range(8):
+        constraints.write_text("".join(f"{n}=={v}\n" for n, v in pins.values()))
         # Source-only releases: found by a resolution for this interpreter that may use them, built here.
         built = {parse_wheel_filename(w.name)[0] for w in local.glob("*.whl")}
         for item in resolve(python, requirements, constraints, work / "native.json", None, local, log):
@@ -204,17 +197,26 @@ def build(requirements: list[str], project: tuple[str, str, list[str]], have: di
                 raise SystemExit(f"{wheel.name} is published only as source and is not pure Python: "
                                  "build it on the target.")
         missing = resolve(python, requirements, constraints, work / "target.json", target, local, log)
+        # A bare name that turns up is taken to be present at the version pip picked, and stubbed like a pin
+        # (so its own dependencies, which the target has too, are not pulled in).
+        present = [i for i in missing if canonicalize_name(i["metadata"]["name"]) in bare]
+        for item in present:
+            name, version = item["metadata"]["name"], item["metadata"]["version"]
+            pins[canonicalize_name(name)] = (name, version)
+            write_stub(site, name, version, f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
         # A stub declares no extras, so what an extra of a package the target has needs (TFDS asks for
         # etils[enp], which needs einops) is found only once the stub carries that package's real metadata.
         asked = asked_with_extras(requirements, missing, pins) - set(real)
-        if not asked:
-            break
         for key in asked:
             name, version = pins[key]
             metadata = wheel_metadata(f"{name}=={version}", target, work, log)
             real[key] = metadata is not None
             if metadata is not None:
                 write_stub(site, name, version, metadata)
+        if not present and not asked:
+            break
+    else:
+        raise SystemExit("the resolution did not settle in 8 rounds; see pip.log")
     for key in sorted(k for k, found in real.items() if not found):
         print(f"note: no wheel of {'=='.join(pins[key])} to read its extras from: what they need is not included")
     omitted = {key: [] for key in (canonicalize_name(i["metadata"]["name"]) for i in missing) if key in omit}
