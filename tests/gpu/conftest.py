@@ -13,6 +13,10 @@ import os
 
 import pytest
 
+# Allocate GPU memory as needed rather than 75 % of it up front, so that the child processes some tests start
+# find memory too. Read when JAX starts its GPU backend, which no test has done at collection.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 
 @pytest.fixture(scope="session")
 def gpus() -> list:

@@ -49,7 +49,7 @@ def run_child(cache_dir) -> dict:
     code = (f"import json; from {__name__} import compile_and_step; "
             f"print(json.dumps(compile_and_step({str(cache_dir)!r})))")
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+                          env={**os.environ, "PYTHONPATH": str(REPO), "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

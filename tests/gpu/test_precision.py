@@ -52,9 +52,11 @@ def train(dtype, tx, devices, steps: int):
     step = parallel.data_parallel(task.train_step, devices[:1])
     replicated, sharded = parallel.replicate(state, devices[:1]), parallel.shard(batch, 1)
     history = []
-    for _ in range(steps):
-        replicated, metrics = step(replicated, sharded, jax.random.key(1))
-        history.append({k: float(v[0]) for k, v in jax.device_get(metrics).items()})
+    # The float32 reference at full precision: by default XLA computes float32 products in TF32 on these GPUs.
+    with jax.default_matmul_precision("highest" if dtype == jnp.float32 else None):
+        for _ in range(steps):
+            replicated, metrics = step(replicated, sharded, jax.random.key(1))
+            history.append({k: float(v[0]) for k, v in jax.device_get(metrics).items()})
     return state.params, parallel.to_host(replicated).params, history
 
 
@@ -100,7 +102,8 @@ def test_cudnn_attention_agrees_with_xla(gpus):
         q, k, v, cotangent = attention_inputs()
         cudnn = jax.jit(attention("cudnn"))
         assert "cudnn" in cudnn.lower(q, k, v).compile().as_text().lower()  # the fused cuDNN kernel, not a fallback
-        reference = jax.jit(attention("xla"))(*(x.astype(jnp.float32) for x in (q, k, v)))
+        with jax.default_matmul_precision("highest"):
+            reference = jax.jit(attention("xla"))(*(x.astype(jnp.float32) for x in (q, k, v)))
         out_cudnn = cudnn(q, k, v)
         out_xla = jax.jit(attention("xla"))(q, k, v)
         assert out_cudnn.dtype == jnp.bfloat16
@@ -111,7 +114,8 @@ def test_cudnn_attention_agrees_with_xla(gpus):
             def loss(q, k, v):
                 return jnp.sum(fn(q, k, v).astype(jnp.float32) * cotangent.astype(jnp.float32))
 
-            return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*(x.astype(dtype) for x in (q, k, v)))
+            with jax.default_matmul_precision("highest" if dtype == jnp.float32 else None):
+                return jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*(x.astype(dtype) for x in (q, k, v)))
 
         pairs = zip(grads(attention("cudnn"), jnp.bfloat16), grads(attention("xla"), jnp.float32), strict=True)
         for got, want in pairs:
