@@ -51,6 +51,7 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,21 +64,25 @@ from typing import Any
 REPO = pathlib.Path(__file__).resolve().parents[1]
 PARTS = ("tests", "vae", "benchmark", "shakespeare", "airbench")
 WEIGHTS = {"tests": 0.12, "vae": 0.30, "benchmark": 0.22, "shakespeare": 0.18, "airbench": 0.18}
+WEIGHTS_TINY = {"tests": 0.06, "vae": 0.16, "benchmark": 0.28, "shakespeare": 0.25, "airbench": 0.25}  # measured
 MIN_PART_S = 15.0  # a part with less time than this is skipped
+JAXDL_SIDE = 0.6  # of a part that times jaxdl and then a PyTorch reference, the jaxdl run's share
 RESERVE_S = 5.0  # kept for writing the summary
 
 # ------------------------------------------------------------------------------------------------------------
 # Every setting the check passes to experiments.run and scripts.benchmark, in one place. bfloat16 is asked for
-# per model (model.dtype) until a global precision setting exists; CPU_VAE_NLL is README's figure for the main job.
+# per model (model.dtype; scripts.benchmark --dtype) until a global precision setting exists. The main job runs
+# as the README's CPU figure (CPU_VAE_NLL) was measured: float32, defaults.
 OVERRIDES: dict[str, tuple[str, ...]] = {
     "every_run": ("trainer.progress=false",),
+    "bfloat16": ("model.dtype=bfloat16",),
+    "tiny": ("debug=smoke", "trainer.artifacts=false"),
     "vae": ("model=vae",),
-    "vae_tiny": ("debug=smoke", "task.iw_samples=50", "trainer.artifacts=false"),
-    "shakespeare": ("experiment=shakespeare_char", "model.dtype=bfloat16"),
-    "shakespeare_tiny": ("experiment=shakespeare_char_cpu", "debug=smoke", "task.sample_tokens=0",
-                         "trainer.artifacts=false"),
-    "airbench": ("experiment=cifar10_airbench94", "model.dtype=bfloat16"),
-    "airbench_tiny": ("experiment=cifar10_airbench94", "debug=smoke", "trainer.artifacts=false"),
+    "vae_tiny": ("model=vae", "task.iw_samples=50"),
+    "shakespeare": ("experiment=shakespeare_char",),
+    "shakespeare_tiny": ("experiment=shakespeare_char_cpu", "task.sample_tokens=0"),
+    "airbench": ("experiment=cifar10_airbench94",),
+    "airbench_tiny": ("experiment=cifar10_airbench94",),
 }
 BENCHMARK = {
     "models": ("transformer_gpu", "airbench94_gpu", "vae", "mlp", "cnn", "cnn_vgg", "lstm", "gan"),
@@ -119,8 +124,8 @@ class Part:
 class Budget:
     """Seconds left of the whole check, and each part's share of them."""
 
-    def __init__(self, total_s: float):
-        self.total_s, self.start = total_s, time.monotonic()
+    def __init__(self, total_s: float, weights: dict[str, float] = WEIGHTS):
+        self.total_s, self.weights, self.start = total_s, weights, time.monotonic()
 
     def used(self) -> float:
         return time.monotonic() - self.start
@@ -129,8 +134,8 @@ class Budget:
         return self.total_s - self.used() - RESERVE_S
 
     def share(self, part: str, remaining: list[str]) -> float:
-        weights = sum(WEIGHTS[p] for p in remaining)
-        return max(0.0, self.left() * WEIGHTS[part] / weights)
+        weights = sum(self.weights[p] for p in remaining)
+        return max(0.0, self.left() * self.weights[part] / weights)
 
 
 def run(cmd: list[str], log: pathlib.Path, timeout_s: float, env: dict[str, str],
@@ -198,7 +203,7 @@ class Check:
         self.logs, self.runs, self.data_dir = self.out / "logs", self.out / "runs", self.out / "tfds"
         for folder in (self.logs, self.runs, self.data_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        self.budget = Budget(args.budget_s)
+        self.budget = Budget(args.budget_s, WEIGHTS_TINY if args.tiny else WEIGHTS)
         self.python = sys.executable
         self.data = pathlib.Path(args.data).resolve() if args.data else None
         self.env = dict(os.environ, PYTHONUNBUFFERED="1", JAXDL_DATA_DIR=str(self.data_dir),
@@ -208,7 +213,9 @@ class Check:
         self.machine: dict[str, Any] = {}
         self.cifar: dict[str, Any] | None = None  # how CIFAR-10 was provided, once it is
 
-    def overrides(self, *keys: str) -> list[str]:
+    def overrides(self, part: str, *keys: str) -> list[str]:
+        """experiments.run overrides of a part (its --tiny set with --tiny), then those of `keys`."""
+        keys = (f"{part}_tiny", *keys, "tiny") if self.tiny else (part, *keys)
         return [o for key in ("every_run", *keys) for o in OVERRIDES[key]]
 
     @property
@@ -280,31 +287,47 @@ class Check:
         return self.raw("tinyshakespeare/input.txt", "input.txt")
 
     def ensure_cifar(self, timeout_s: float) -> tuple[bool, str]:
-        """Prepares CIFAR-10 once: the archive from --data, else CIFAR-shaped random data. (ok, one line)."""
+        """Prepares CIFAR-10 once: the archive from --data, else CIFAR-shaped random data. (ok, one line).
+
+        Random data goes to a data folder of its own (OUT/tfds_random: the other datasets linked from OUT/tfds),
+        so that it can never stand in for the real dataset; `self.cifar["data_dir"]` names the folder to use.
+        """
         if self.cifar is not None:
             return self.cifar["ok"], self.cifar["line"]
         archive = None if self.tiny else self.raw(*(f"{folder}{name}" for folder in ("cifar-10/", "cifar10/", "")
                                                     for name in ("cifar-10-binary.tar.gz", "cifar-10-binary.tar.xz")))
         if archive is None and not self.tiny and (self.data_dir / "cifar10_binary").exists():
-            self.cifar = {"ok": True, "archive": None, "random": False, "line": "prepared CIFAR-10 from --data"}
+            self.cifar = {"ok": True, "archive": None, "random": False, "data_dir": str(self.data_dir),
+                          "line": "prepared CIFAR-10 from --data"}
             return True, self.cifar["line"]
         random_data = archive is None
+        data_dir = self.out / "tfds_random" if random_data else self.data_dir
         t0 = time.monotonic()
         log = self.logs / "cifar10_prepare.log"
         if random_data:
+            shutil.rmtree(data_dir, ignore_errors=True)
+            data_dir.mkdir()
+            for entry in self.data_dir.iterdir():
+                if entry.name != "cifar10_binary":
+                    (data_dir / entry.name).symlink_to(entry.resolve(), target_is_directory=entry.is_dir())
             archive = write_random_cifar(self.out / "random_cifar10", *RANDOM_CIFAR["tiny" if self.tiny else "full"])
             code = PREPARE_RANDOM_CIFAR
         else:
             code = "import sys; from jaxdl.data import sources; sources.prepare('cifar10', data_dir=sys.argv[1])"
         manual = str(archive.parent) if random_data else self.env.get("JAXDL_MANUAL_DIR", "")
         env = dict(self.env, JAXDL_MANUAL_DIR=manual)
-        returncode, _ = run([self.python, "-c", code, str(self.data_dir), str(archive)], log, timeout_s, env)
+        returncode, _ = run([self.python, "-c", code, str(data_dir), str(archive)], log, timeout_s, env)
         what = ("CIFAR-shaped random data (uniform pixels and labels; times only"
                 + (", --tiny: always" if self.tiny else "") + ")" if random_data else f"CIFAR-10 from {archive.name}")
         ok = returncode == 0
         line = f"{what}, prepared in {time.monotonic() - t0:.0f} s" if ok else f"preparing {what} failed"
-        self.cifar = {"ok": ok, "archive": str(archive), "random": random_data, "line": line}
+        self.cifar = {"ok": ok, "archive": str(archive), "random": random_data, "data_dir": str(data_dir),
+                      "line": line}
         return ok, line
+
+    def cifar_env(self) -> dict[str, str]:
+        """The child environment, reading datasets from where CIFAR-10 was prepared."""
+        return dict(self.env, JAXDL_DATA_DIR=self.cifar["data_dir"]) if self.cifar else self.env
 
 
 #: Prepares the random archive through jaxdl's own CIFAR-10 builder, which accepts only archives it knows: the
@@ -396,8 +419,7 @@ def part_vae(check: Check, part: Part, timeout_s: float) -> None:
         return
     run_dir, log = check.runs / "vae", check.logs / "2_vae.log"
     part.logs.append(str(log.relative_to(check.out)))
-    cmd = [check.python, "-m", "experiments.run", *check.overrides("vae", *(["vae_tiny"] if check.tiny else [])),
-           f"hydra.run.dir={run_dir}"]
+    cmd = [check.python, "-m", "experiments.run", *check.overrides("vae"), f"hydra.run.dir={run_dir}"]
     code, _ = run(cmd, log, timeout_s, check.env)
     if code != 0:
         failed(part, code, timeout_s, log, run_dir)
@@ -431,7 +453,7 @@ def part_benchmark(check: Check, part: Part, timeout_s: float) -> None:
     if check.tiny:
         part.numbers["peers"] += " (torch.compile left out in --tiny)"
     flags = BENCHMARK["flags_tiny" if check.tiny else "flags"]
-    env = dict(check.env, XLA_PYTHON_CLIENT_MEM_FRACTION="0.5")  # leave the GPU's other half to PyTorch's process
+    env = dict(check.cifar_env(), XLA_PYTHON_CLIENT_MEM_FRACTION="0.5")  # the GPU's other half: PyTorch's process
     records, stopped = {}, []
     dtypes = BENCHMARK["dtypes"]
     for i, dtype in enumerate(dtypes):
@@ -522,10 +544,10 @@ def part_shakespeare(check: Check, part: Part, timeout_s: float) -> None:
 
     run_dir, log = check.runs / "shakespeare_char", check.logs / "4_shakespeare_jaxdl.log"
     part.logs.append(str(log.relative_to(check.out)))
-    overrides = check.overrides("shakespeare_tiny" if check.tiny else "shakespeare")
+    overrides = check.overrides("shakespeare", "bfloat16")
     if iters is not None and iters != NANOGPT_ITERS:
         overrides.append(f"trainer.max_steps={iters}")
-    share = timeout_s if device is None else timeout_s / 2
+    share = timeout_s if device is None else timeout_s * JAXDL_SIDE
     cmd = [check.python, "-m", "experiments.run", *overrides, f"hydra.run.dir={run_dir}"]
     code, _ = run(cmd, log, share, check.env)
     jaxdl = None
@@ -583,10 +605,10 @@ def part_airbench(check: Check, part: Part, timeout_s: float) -> None:
     run_dir, log = check.runs / "airbench94", check.logs / "5_airbench_jaxdl.log"
     part.logs.append(str(log.relative_to(check.out)))
     left = t_end - time.monotonic()
-    share = left if device is None else left / 2
-    overrides = check.overrides("airbench_tiny" if check.tiny else "airbench")
+    share = left if device is None else left * JAXDL_SIDE
+    overrides = check.overrides("airbench", "bfloat16")
     cmd = [check.python, "-m", "experiments.run", *overrides, f"hydra.run.dir={run_dir}"]
-    code, _ = run(cmd, log, share, check.env)
+    code, _ = run(cmd, log, share, check.cifar_env())
     if code == 0:
         res = results(run_dir)
         part.status = "ran"
