@@ -39,10 +39,13 @@ def running(pid: int) -> bool:
 
 
 def test_shares_follow_the_weights_of_the_parts_still_to_run():
-    budget = gpu_check.Budget(100.0 + gpu_check.RESERVE_S)
+    budget = gpu_check.Budget(1000.0 + gpu_check.RESERVE_S)
     shares = {p: budget.share(p, list(gpu_check.PARTS)) for p in gpu_check.PARTS}
-    assert sum(shares.values()) == pytest.approx(100.0, abs=0.5)
-    assert budget.share("airbench", ["airbench"]) == pytest.approx(100.0, abs=0.5)  # the last part gets what is left
+    assert sum(shares.values()) == pytest.approx(1000.0, abs=1.0)
+    assert shares["vae"] == pytest.approx(1000.0 * gpu_check.WEIGHTS["vae"], abs=1.0)
+    assert budget.share("airbench", ["airbench"]) == pytest.approx(1000.0, abs=1.0)  # the last part gets what is left
+    small = gpu_check.Budget(40.0 + gpu_check.RESERVE_S)
+    assert small.share("tests", list(gpu_check.PARTS)) == pytest.approx(gpu_check.MIN_PART_S, abs=0.5)  # the floor
 
 
 @pytest.mark.slow
