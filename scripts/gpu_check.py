@@ -541,7 +541,7 @@ def part_shakespeare(check: Check, part: Part, timeout_s: float) -> None:
     else:
         iters = SHAKESPEARE_CAPPED_ITERS
         capped = (f"capped at {iters} iterations (each run a whole {iters}-iteration schedule): a {timeout_s:.0f} s "
-                  f"share cannot hold two {NANOGPT_ITERS}-iteration runs (--budget-s about 1200 can)")
+                  f"share cannot hold two {NANOGPT_ITERS}-iteration runs (--budget-s 1800 can)")
     part.numbers["length"] = capped or f"whole {NANOGPT_ITERS}-iteration runs"
 
     run_dir, log = check.runs / "shakespeare_char", check.logs / "4_shakespeare_jaxdl.log"
