@@ -117,6 +117,18 @@ CASES = {
     )
 }
 DEFAULT_CASES = ("mlp", "cnn", "cnn_vgg", "airbench94", "lstm", "transformer", "vae", "gan")
+#: The settings the CPU rows shrink, for accelerators (not in the default list).
+CASES.update({
+    "transformer_gpu": Case("transformer_gpu", ("experiment=shakespeare_char", "model.dropout_rate=0.0"), "transformer",
+                            CASES["transformer"].tiny + ("model.num_heads=2", "data.seq_len=32"),
+                            note="nanoGPT's GPU setting (batch 64 x 256, 10.7M parameters), dropout 0: "
+                                 "the peers have none"),
+    "airbench94_gpu": Case("airbench94_gpu", ("model=airbench94", "task.flip=false", "task.translate=0",
+                                              "task.lookahead=false"), "airbench94", ("data.batch_size=16",),
+                           note="the recipe's batch 1024"),
+})
+#: What --dtype adds to every case's overrides (one place, for when a global precision setting replaces it).
+DTYPE_OVERRIDES = {"float32": ("precision=float32",), "bfloat16": ("precision=bfloat16",)}
 
 
 def compose(overrides: tuple[str, ...]) -> dict[str, Any]:
@@ -286,7 +298,7 @@ def bench_case(case: Case, args, monitor=None, log=print) -> dict[str, Any]:
     import jax
 
     before = monitor.read() if monitor is not None else None
-    overrides = case.overrides + (case.tiny if args.tiny else ()) + tuple(args.override)
+    overrides = case.overrides + (case.tiny if args.tiny else ()) + DTYPE_OVERRIDES[args.dtype] + tuple(args.override)
     settings = compose(overrides)
     built = build(settings, train_limit=args.train_limit or (64 if args.tiny else None))
     batch_size = batch_size_of(settings)
@@ -311,7 +323,8 @@ def bench_case(case: Case, args, monitor=None, log=print) -> dict[str, Any]:
                 continue
             from benchmarks.peers.process import RemotePeers
 
-            remote = RemotePeers(group, case.peer, built.settings, built.host_batch)
+            device = peer_device(args.peer_device) if group != ["keras"] else "cpu"
+            remote = RemotePeers(group, case.peer, built.settings, built.host_batch, device=device, dtype=args.dtype)
             remotes.append(remote)
             for peer, why in remote.skipped.items():
                 log(f"    {peer}: not measured ({why})")
@@ -333,6 +346,8 @@ def bench_case(case: Case, args, monitor=None, log=print) -> dict[str, Any]:
            "parameters": params, "results": results}
     if monitor is not None:
         row["load"] = monitor.row(before, after)
+    if args.mfu:
+        row["flops_per_step"] = step_flops(built)
     return row
 
 
@@ -566,6 +581,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pipeline", nargs="*", default=["vae", "mlp", "cnn"],
                         help="--end-to-end: models whose steps are also timed fed by the real pipeline")
     parser.add_argument("--json", type=pathlib.Path, default=None, help="also write the raw numbers here")
+    parser.add_argument("--dtype", choices=sorted(DTYPE_OVERRIDES), default="float32",
+                        help="compute dtype of every model (PyTorch peers: autocast)")
+    parser.add_argument("--peer-device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="where the PyTorch peers run (auto: cuda when JAX runs on a GPU)")
+    parser.add_argument("--mfu", action="store_true",
+                        help="also FLOPs per step (XLA's cost analysis) and model FLOPs utilisation")
     parser.add_argument("--no-write", action="store_true", help="do not write benchmarks/RESULTS.md")
     parser.add_argument("--require-idle", action="store_true",
                         help="refuse to start under load, and drop rows measured under load (benchmarks.machine_load)")
@@ -583,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     set_host_devices(args.host_devices)
     record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "argv": " ".join(argv if argv is not None else sys.argv[1:]),
-              "host_devices": args.host_devices, "load_rule": monitor.rule(), "rows": [], "pending": list(args.models)}
+              "host_devices": args.host_devices, "load_rule": monitor.rule(), "rows": [], "pending": list(args.models),
+              "dtype": args.dtype, "accelerator": accelerator()}
     rows = record["rows"]
     for name in args.models:
         case = CASES[name]
@@ -605,6 +627,9 @@ def main(argv: list[str] | None = None) -> int:
         record["pending"].remove(name)
         save(record, args)  # after every model: a crash later (XLA aborts the process on some faults) keeps these rows
     print_table(rows)
+    if args.mfu:
+        for line in mfu_table(rows, record["accelerator"], args.dtype):
+            print(line)
     if args.end_to_end and not args.no_first_step:
         with tempfile.TemporaryDirectory() as cache:
             record["first_step"] = first_step_times(cache, ["data.eval_limit=100"])
@@ -646,6 +671,87 @@ def save(record: dict[str, Any], args) -> None:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(text)
         os.replace(tmp, path)
+
+
+# ------------------------------------------- accelerators: PyTorch peers on a GPU, bfloat16, FLOPs and MFU
+
+
+def peer_device(requested: str) -> str:
+    """"cpu" or "cuda": as requested, or for "auto" "cuda" when JAX itself runs on a GPU."""
+    if requested != "auto":
+        return requested
+    import jax
+
+    return "cuda" if jax.default_backend() == "gpu" else "cpu"
+
+
+#: Dense (no sparsity) peak TFLOP/s: (text in JAX's device_kind, name, bfloat16, float32 as TF32). From NVIDIA's
+#: datasheets (H100, H200 and A100 Tensor Core GPU), which print sparse figures for the tensor cores: dense is half.
+#: float32 is set against TF32 because at JAX's default matmul precision XLA computes float32 products on the TF32
+#: tensor cores of these GPUs (docs.jax.dev, "Matmul precision"); first match wins.
+PEAK_TFLOPS = (
+    ("GH200", "GH200 (H100 SXM rates)", 989.4, 494.7),
+    ("H200 NVL", "H200 NVL", 835.5, 417.5),
+    ("H200", "H200 SXM", 989.4, 494.7),
+    ("H100 NVL", "H100 NVL", 835.5, 417.5),
+    ("H100 PCIe", "H100 PCIe", 756.5, 378.0),
+    ("H100", "H100 SXM", 989.4, 494.7),
+    ("A100", "A100", 312.0, 156.0),
+)
+
+
+def peak_flops(device_kind: str, dtype: str) -> tuple[str, float] | None:
+    """(description, FLOP/s) of the dense peak for `dtype` on this device, or None when not in `PEAK_TFLOPS`."""
+    for text, name, bf16, tf32 in PEAK_TFLOPS:
+        if text in device_kind:
+            tflops = bf16 if dtype == "bfloat16" else tf32
+            unit = "bf16" if dtype == "bfloat16" else "TF32 (float32 products)"
+            return f"{name} dense {unit} {tflops:g} TFLOP/s", tflops * 1e12
+    return None
+
+
+def accelerator() -> str:
+    import jax
+
+    devices = jax.local_devices()
+    return f"{len(devices)} x {devices[0].device_kind} ({devices[0].platform})"
+
+
+def step_flops(built: Built) -> float | None:
+    """FLOPs of one training step of the jaxdl case on one device, as XLA's cost analysis of the compiled program
+    counts them (None when it reports none)."""
+    import jax
+
+    from jaxdl.training import parallel
+
+    devices = parallel.select_devices(1)
+    backend = built.settings["trainer"].get("backend", "shard_map")
+    step = parallel.data_parallel(built.task.train_step, devices, backend=backend)
+    args = parallel.replicate(built.state, devices), parallel.shard(built.host_batch, 1), jax.random.key(0)
+    analysis = step.lower(*args).compile().cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops else None
+
+
+def mfu_table(rows: list[dict[str, Any]], device: str, dtype: str) -> list[str]:
+    """Markdown: FLOPs per step and model FLOPs utilisation of every column, against the device's dense peak."""
+    peak = peak_flops(device, dtype)
+    lines = [f"Model FLOPs utilisation, {dtype}, on {device}: FLOPs per step from XLA's cost analysis of jaxdl's "
+             f"compiled step, the same count for every column; peak: "
+             f"{peak[0] + ' (NVIDIA datasheet)' if peak else 'none known for this device (MFU not computed)'}.",
+             "", "| model | batch | GFLOP per step | jaxdl MFU | torch MFU | torch.compile MFU |",
+             "|---|---|---|---|---|---|"]
+    for row in rows:
+        flops = row.get("flops_per_step")
+        cells = []
+        for col in ("jaxdl", "torch", "torch.compile"):
+            r = row["results"].get(col)
+            cells.append(f"{100 * flops / r['step_s'] / peak[1]:.1f} %" if flops and peak and r else "-")
+        gflops = f"{flops / 1e9:,.2f}" if flops else "-"
+        lines.append(f"| {row['case']} | {row['batch']} | {gflops} | " + " | ".join(cells) + " |")
+    return lines
 
 
 if __name__ == "__main__":

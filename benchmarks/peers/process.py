@@ -61,10 +61,57 @@ def thread_settings() -> dict[str, Any]:
     return out
 
 
-def serve(conn, peers, arch, settings, batch) -> None:
-    """Builds `peers` of `arch`, reports, then answers ("run", peer, k) with the seconds k steps took."""
+def _on_device(make: Callable[..., Any], device: str, dtype: str) -> Callable[..., Any]:
+    """`make` with every tensor on `device` and each timed call under autocast to `dtype`, ending in a sync.
+
+    The peers build their tensors with `torch.from_numpy` and factory
+    functions: with the default device set and `from_numpy` moving its result
+    there, the same builders place model, batch and noise on the device. float32
+    matrix products use TF32 (`set_float32_matmul_precision("high")`), as XLA's
+    default precision does on these GPUs.
+
+    Raises:
+      NotAvailable (from the returned function): no CUDA device for PyTorch here.
+    """
+    import contextlib
+
+    import torch
+
+    from benchmarks.peers import NotAvailable
+
+    if device == "cuda" and torch.cuda.is_available():
+        torch.set_default_device(device)
+        from_numpy = torch.from_numpy
+        torch.from_numpy = lambda array: from_numpy(array).to(device)
+        torch.set_float32_matmul_precision("high")
+
+    def make_on_device(peer, arch, settings, batch):
+        if device == "cuda" and not torch.cuda.is_available():
+            raise NotAvailable("PyTorch has no CUDA device here")
+        run = make(peer, arch, settings, batch)
+
+        def timed(k: int) -> None:
+            with torch.autocast(device, dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext():
+                run(k)
+            if device == "cuda":
+                torch.cuda.synchronize()
+
+        return timed
+
+    return make_on_device
+
+
+def serve(conn, peers, arch, settings, batch, device: str = "cpu", dtype: str = "float32") -> None:
+    """Builds `peers` of `arch`, reports, then answers ("run", peer, k) with the seconds k steps took.
+
+    `device` ("cpu" or "cuda") and `dtype` ("float32" or "bfloat16", autocast) place PyTorch peers; the
+    defaults leave every framework exactly as its users run it.
+    """
     environment = dict(os.environ)  # as inherited, before any framework is imported
     from benchmarks.peers import NotAvailable, make
+
+    if device != "cpu" or dtype != "float32":
+        make = _on_device(make, device, dtype)
 
     runners, skipped = {}, {}
     for peer in peers:
@@ -98,12 +145,13 @@ class RemotePeers:
       process: the child process.
     """
 
-    def __init__(self, peers, arch, settings, batch):
+    def __init__(self, peers, arch, settings, batch, *, device: str = "cpu", dtype: str = "float32"):
         import multiprocessing
 
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
-        self.process = ctx.Process(target=serve, args=(child, list(peers), arch, dict(settings), dict(batch)), daemon=True)
+        args = (child, list(peers), arch, dict(settings), dict(batch), device, dtype)
+        self.process = ctx.Process(target=serve, args=args, daemon=True)
         self.process.start()
         child.close()
         try:

@@ -1,6 +1,7 @@
 """airbench94's training run in PyTorch on the CPU, on the same CIFAR-10 archive jaxdl trains on.
 
     python benchmarks/reference/airbench94_cifar10.py --archive PATH/cifar-10-binary.tar.xz --seed 0
+    python benchmarks/reference/airbench94_cifar10.py --archive PATH/cifar-10-binary.tar.xz --device cuda --dtype bfloat16
 
 A transcription of `main` of legacy/airbench94.py (github.com/KellerJordan/cifar10-airbench,
 K. Jordan 2024, "94% on CIFAR-10 in 3.29 seconds on a single GPU", arXiv:2404.00498) for one run:
@@ -26,11 +27,16 @@ accuracy (fraction) and the running time; `total_time_seconds` counts what the s
 (whitening initialisation, training steps, the final TTA evaluation), not the per-epoch
 evaluations. `--output` writes the same as JSON. Reference only: PyTorch is an optional
 extra (`pip install -e .[bench]`), never needed by jaxdl itself.
+
+On a GPU (`--device cuda`) the images live on the device, every time is read
+after a device synchronisation, float32 products use TF32, and `--dtype
+bfloat16` runs the network under autocast (the script casts it to float16).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -144,15 +150,29 @@ def main() -> None:
                         help="torch CPU threads (default: torch's own, as the script runs)")
     parser.add_argument("--train-epochs", type=float, default=HYP["train_epochs"], help="9.9 in the script")
     parser.add_argument("--output", type=pathlib.Path, help="write the results as JSON here")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32", help="autocast dtype")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type != "cpu":
+        torch.set_default_device(device)  # the loader's and the network's tensors are made on the default device
+        torch.set_float32_matmul_precision("high")
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bfloat16" else (
+        contextlib.nullcontext)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
     wall_start = time.perf_counter()
 
     data = read_records(args.archive, {"train": TRAIN_MEMBERS, "test": TEST_MEMBERS})  # uint8 [N, 32, 32, 3], [N]
     (train_images, train_labels), (test_images, test_labels) = (
-        (torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.from_numpy(labels.astype(np.int64)))
+        (torch.from_numpy(images.transpose(0, 3, 1, 2).copy()).to(device),
+         torch.from_numpy(labels.astype(np.int64)).to(device))
         for images, labels in (data["train"], data["test"])
     )
     loader = TrainLoader(train_images, train_labels, HYP["batch_size"])
@@ -163,9 +183,11 @@ def main() -> None:
     alpha_schedule = 0.95**5 * (torch.arange(total_steps + 1) / total_steps) ** 3
     lookahead = Lookahead(net)
 
+    sync()
     start = time.perf_counter()
     with torch.no_grad():
         net[0].weight.copy_(torch_airbench94_whitening(normalize(train_images[:5000])))
+    sync()
     total_time_seconds = time.perf_counter() - start
 
     print("| epoch | train_loss | train_acc | val_acc | tta_val_acc | total_time_seconds |", flush=True)
@@ -175,8 +197,9 @@ def main() -> None:
         start = time.perf_counter()
         net.train()
         for inputs, labels in loader:
-            outputs = net(inputs)
-            loss = loss_fn(outputs, labels).sum()
+            with autocast():
+                outputs = net(inputs)
+                loss = loss_fn(outputs, labels).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -187,16 +210,21 @@ def main() -> None:
             if step >= total_steps:
                 lookahead.update(net, decay=1.0)
                 break
+        sync()
         total_time_seconds += time.perf_counter() - start
+        with autocast():
+            val_acc = evaluate(net, test_images, test_labels, tta_level=0)
         row = dict(epoch=epoch, steps=step, train_loss=loss.item() / HYP["batch_size"],
                    train_acc=(outputs.detach().argmax(1) == labels).float().mean().item(),
-                   val_acc=evaluate(net, test_images, test_labels, tta_level=0), total_time_seconds=total_time_seconds)
+                   val_acc=val_acc, total_time_seconds=total_time_seconds)
         epochs.append(row)
         print(f"| {epoch:5d} | {row['train_loss']:10.4f} | {row['train_acc']:9.4f} | {row['val_acc']:7.4f} |"
               f"{'':13s}| {total_time_seconds:18.1f} |", flush=True)
 
     start = time.perf_counter()
-    tta_val_acc = evaluate(net, test_images, test_labels, tta_level=HYP["tta_level"])
+    with autocast():
+        tta_val_acc = evaluate(net, test_images, test_labels, tta_level=HYP["tta_level"])
+    sync()
     total_time_seconds += time.perf_counter() - start
     wall_time_s = time.perf_counter() - wall_start
     print(f"|  eval |            |           | {epochs[-1]['val_acc']:7.4f} | {tta_val_acc:11.4f} | "
@@ -207,7 +235,8 @@ def main() -> None:
         result = dict(seed=args.seed, threads=torch.get_num_threads(), steps=step, val_acc=epochs[-1]["val_acc"],
                       tta_val_acc=tta_val_acc, total_time_seconds=total_time_seconds, wall_time_s=wall_time_s,
                       epochs=epochs, archive=str(args.archive), archive_sha256=archive_sha256,
-                      torch=torch.__version__)
+                      torch=torch.__version__, device=str(device), dtype=args.dtype,
+                      device_name=torch.cuda.get_device_name() if device.type == "cuda" else "cpu")
         tmp = args.output.with_name(args.output.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, args.output)
