@@ -191,7 +191,8 @@ def require_positive(prefix: str, **sizes: int | Sequence[int] | None) -> None:
         values = list(value) if isinstance(value, (list, tuple)) else [value]
         if any(not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 1 for v in values):
             shown = list(value) if isinstance(value, (list, tuple)) else value
-            what = "every entry must be a whole number of at least 1" if isinstance(value, (list, tuple)) else "it must be at least 1"
+            sequence = isinstance(value, (list, tuple))
+            what = "every entry must be a whole number of at least 1" if sequence else "it must be at least 1"
             raise SettingsError(
                 f"{prefix}.{name}={shown} cannot build a layer: {what} (a size of 0 leaves the layer no units). "
                 f"Set {prefix}.{name} to a positive size."
