@@ -49,7 +49,8 @@ def _job_status(job_dir: pathlib.Path) -> dict[str, Any]:
     """
     results, results_problem = read_record(job_dir / "results.json")
     failure, failure_problem = read_record(job_dir / "failure.json")
-    if failure is not None and (results is None or _mtime(job_dir / "failure.json") >= _mtime(job_dir / "results.json")):
+    failed_last = results is None or _mtime(job_dir / "failure.json") >= _mtime(job_dir / "results.json")
+    if failure is not None and failed_last:
         error = f"{failure.get('error', 'error')}: {failure.get('message', '')}".strip()
         return {"status": "failed", "metrics": {}, "error": error}
     if results is not None and isinstance(results.get("metrics"), dict):

@@ -91,7 +91,9 @@ def test_allow_changed_lets_named_keys_differ_and_the_manifest_keeps_the_history
         run_folder.check(new, tmp_path)
     decision = run_folder.check({**new, "allow_changed": ["trainer.epochs"]}, tmp_path, allow_changed=["trainer.epochs"])
     assert decision.status == "finished"
-    assert [str(c) for c in decision.allowed] == ["allow_changed: (absent) -> [\"trainer.epochs\"]", "trainer.epochs: 10 -> 20"]
+    assert [str(c) for c in decision.allowed] == [
+        'allow_changed: (absent) -> ["trainer.epochs"]', "trainer.epochs: 10 -> 20"
+    ]
     manifest = run_folder.updated_manifest(decision.recorded, {"command": ["new"], "settings": new}, decision)
     assert manifest["command"] == ["new"] and manifest["settings"]["trainer"]["epochs"] == 20
     assert manifest["history"] == [

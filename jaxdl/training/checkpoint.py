@@ -216,7 +216,7 @@ class Checkpointer:
 
     @contextlib.contextmanager
     def _reporting_failures(self) -> Iterator[None]:
-        """Turns a failure of the save of step `self._pending` into a StorageError; forgets the save and its partial folder.
+        """Turns a failed save of step `self._pending` into a StorageError; forgets it and removes its partial folder.
 
         An error that is not a full or unwritable disk (a bug) propagates unchanged.
         """

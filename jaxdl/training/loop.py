@@ -252,7 +252,7 @@ def fit(
         if config.nan_guard:
             _check_finite(record, step, checkpointer)
         if checkpointer is not None:
-            checkpointer.check()  # a save that failed in the background stops the run here, not at the next save
+            checkpointer.check()  # a save that failed in the background stops the run here, not at the next one
         shown = record.get(f"train/{task.progress_metric}", float("nan"))
         bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"}, refresh=False)
         return now
