@@ -59,6 +59,7 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
+import time  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -201,3 +202,17 @@ def test_a_new_folder_restores_nothing(tmp_path):
     target = make_state(0)
     restored = Checkpointer(tmp_path / "ckpt").restore_latest_good(target)
     assert restored == Restored(target, None, [])
+
+
+def test_check_reports_a_save_that_failed_in_the_background_without_waiting_for_the_next_save(tmp_path):
+    with disk.small_disk(tmp_path / "disk", 512) as folder:
+        ckpt = Checkpointer(folder / "ckpt", best_metric="eval/loss")
+        disk.fill(folder)
+        ckpt.save(1, make_state(1), meta={}, metrics={"eval/loss": 1.0})  # the folder is made; the arrays do not fit
+        deadline = time.monotonic() + 60
+        with pytest.raises(errors.DiskFullError, match="saving checkpoint step 1"):
+            while time.monotonic() < deadline:
+                ckpt.check()
+                time.sleep(0.05)
+        ckpt.close()
+        assert os.listdir(folder / "ckpt") == []
