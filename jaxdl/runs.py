@@ -35,7 +35,7 @@ class Restored(NamedTuple):
     checkpoint: str
 
 
-class RunFolderError(UserError, FileNotFoundError):
+class NotARunError(UserError, FileNotFoundError):
     """A folder is not the folder of a finished run, or holds no checkpoint."""
 
 
@@ -43,11 +43,11 @@ def load_manifest(run_dir: os.PathLike | str) -> dict[str, Any]:
     """The run's manifest.json: "settings" (as given), "built" (model and task as built), "dataset", ...
 
     Raises:
-      RunFolderError: `run_dir` has no manifest.json (not a run folder).
+      NotARunError: `run_dir` has no manifest.json (not a run folder).
     """
     path = pathlib.Path(run_dir) / "manifest.json"
     if not path.is_file():
-        raise RunFolderError(f"{path} not found: --run must be the folder of an `experiments.run` run.")
+        raise NotARunError(f"{path} not found: --run must be the folder of an `experiments.run` run.")
     return json.loads(path.read_text())
 
 
@@ -82,7 +82,7 @@ def restore(
       context: the task's prepared context, for tasks whose `init_state` needs one.
 
     Raises:
-      RunFolderError: no manifest or no checkpoint in `run_dir`.
+      NotARunError: no manifest or no checkpoint in `run_dir`.
     """
     record = load_manifest(run_dir)
     settings = record["settings"]
@@ -94,7 +94,7 @@ def restore(
     checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints")
     try:
         if checkpointer.latest_step() is None and step is None:
-            raise RunFolderError(f"{checkpointer.directory} holds no checkpoint to restore.")
+            raise NotARunError(f"{checkpointer.directory} holds no checkpoint to restore.")
         state, _ = checkpointer.restore(target, step)
     finally:
         checkpointer.close()
@@ -125,7 +125,7 @@ def load_classifier(run_dir: os.PathLike | str) -> Classifier:
     """Restores the latest checkpoint of a finished classification run.
 
     Raises:
-      RunFolderError: not a run folder, or no checkpoint.
+      NotARunError: not a run folder, or no checkpoint.
       UserError: the run is not a classifier.
     """
     record = load_manifest(run_dir)

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import pathlib
 import statistics
 from collections import defaultdict
 from typing import Any
 
 import yaml
+
+from jaxdl.run_folder import read_record
 
 
 def read_jobs(sweep_dir: pathlib.Path) -> list[dict[str, Any]]:
@@ -38,16 +39,39 @@ def read_jobs(sweep_dir: pathlib.Path) -> list[dict[str, Any]]:
             key, _, value = item.partition("=")
             overrides[key.lstrip("+~")] = value
         record: dict[str, Any] = {"job": str(job_dir.relative_to(sweep_dir)), "overrides": overrides}
-        if (job_dir / "results.json").exists():
-            results = json.loads((job_dir / "results.json").read_text())
-            record.update(status="ok", metrics=results["metrics"], wall_time_s=results.get("wall_time_s"))
-        elif (job_dir / "failure.json").exists():
-            failure = json.loads((job_dir / "failure.json").read_text())
-            record.update(status="failed", metrics={}, error=f"{failure['error']}: {failure['message']}")
-        else:
-            record.update(status="incomplete", metrics={}, error="no results.json (still running or killed)")
+        record.update(_job_status(job_dir))
         jobs.append(record)
     return jobs
+
+
+def _job_status(job_dir: pathlib.Path) -> dict[str, Any]:
+    """status ("ok", "failed", "incomplete"), metrics, wall time and error of one job; never raises.
+
+    An empty or unreadable results.json or failure.json (a full disk, a job
+    killed while writing) makes the job "failed", with the reason.
+    """
+    results, results_problem = read_record(job_dir / "results.json")
+    failure, failure_problem = read_record(job_dir / "failure.json")
+    failed_last = results is None or _mtime(job_dir / "failure.json") >= _mtime(job_dir / "results.json")
+    if failure is not None and failed_last:
+        error = f"{failure.get('error', 'error')}: {failure.get('message', '')}".strip()
+        return {"status": "failed", "metrics": {}, "error": error}
+    if results is not None and isinstance(results.get("metrics"), dict):
+        return {"status": "ok", "metrics": results["metrics"], "wall_time_s": results.get("wall_time_s")}
+    if results_problem != "missing":
+        why = results_problem if results is None else "it has no metrics"
+        return {"status": "failed", "metrics": {}, "error": f"results.json is unusable: {why}"}
+    if failure_problem != "missing":
+        return {"status": "failed", "metrics": {}, "error": f"failed; failure.json is unusable: {failure_problem}"}
+    return {"status": "incomplete", "metrics": {}, "error": "no results.json (still running or killed)"}
+
+
+def _mtime(path: pathlib.Path) -> float:
+    """When `path` was last written: of a results.json and a failure.json, the newer tells how the job last ended."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _markdown(header: list[str], rows: list[list[str]]) -> str:

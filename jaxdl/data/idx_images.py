@@ -33,6 +33,8 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
+from jaxdl.errors import DataError
+
 
 class RawFile(NamedTuple):
     """A raw file a dataset is prepared from, with its published fingerprint."""
@@ -42,8 +44,8 @@ class RawFile(NamedTuple):
     sha256: str
 
 
-class RawFileError(ValueError):
-    """A raw dataset file is missing, truncated or not the expected file."""
+class RawFileError(DataError):
+    """A raw dataset file is missing, truncated or not the expected file (a user error, and a ValueError)."""
 
 
 def sha256sum(path: os.PathLike | str, chunk_bytes: int = 1 << 20) -> str:

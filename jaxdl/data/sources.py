@@ -21,13 +21,15 @@ from collections.abc import Sequence
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from jaxdl.data.adfa_ld import AdfaLd
-from jaxdl.data.cifar10 import Cifar10Binary
-from jaxdl.data.idx_images import FashionMnistIdx, MnistIdx
+from jaxdl.data.cifar10 import ARCHIVES, Cifar10Binary, find_archive
+from jaxdl.data.idx_images import FashionMnistIdx, MnistIdx, locate_raw_files
 from jaxdl.data.mnist_repeated import MnistBig
 from jaxdl.data.tabular import Diabetes
 from jaxdl.data.tiny_shakespeare import TinyShakespeareText
+from jaxdl.errors import DataError, SettingsError
 
 BUILDERS: dict[str, type[tfds.core.GeneratorBasedBuilder]] = {
     "mnist": MnistIdx,
@@ -97,41 +99,119 @@ def get_builder(name: str, *, data_dir: str | None = None) -> tfds.core.DatasetB
 def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = None) -> tfds.core.DatasetBuilder:
     """Prepares dataset `name` if it is not yet in `data_dir`, and returns its builder.
 
+    With a `manual_dir` (or `$JAXDL_MANUAL_DIR`) nothing is downloaded: raw
+    files missing from it fail at once, naming them.
+
     Raises:
-      jaxdl.data.idx_images.RawFileError (a ValueError): raw files are missing
-        or do not match their published checksums; nothing is written.
+      jaxdl.data.idx_images.RawFileError (a DataError, a ValueError): raw
+        files are missing or do not match their published checksums; nothing is written.
+      jaxdl.errors.SettingsError: `manual_dir` is not a folder.
     """
     builder = get_builder(name, data_dir=data_dir)
     manual_dir = manual_dir or default_manual_dir()
     if manual_dir is not None and not os.path.isdir(manual_dir):
-        raise FileNotFoundError(f"data.manual_dir={manual_dir!r} is not a folder; fix the path or unset it to download.")
+        raise SettingsError(f"data.manual_dir={manual_dir!r} is not a folder; fix the path or unset it to download.")
+    if manual_dir is not None and not (pathlib.Path(builder.data_path) / "dataset_info.json").exists():
+        missing = missing_raw_files(builder, manual_dir)
+        if missing:
+            raise DataError(
+                f"data.manual_dir={manual_dir} lacks {name}'s raw files: {missing}. Put them there, or unset "
+                "data.manual_dir (and JAXDL_MANUAL_DIR) to download them."
+            )
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
     builder.download_and_prepare(download_config=config)
     return builder
 
 
-def load_arrays(builder: tfds.core.DatasetBuilder, split: str, *, limit: int | None = None) -> dict[str, np.ndarray]:
+def missing_raw_files(builder: tfds.core.DatasetBuilder, manual_dir: os.PathLike | str) -> str | None:
+    """Which of `builder`'s raw files `manual_dir` lacks, and where they were looked for; None when found.
+
+    Looks where the builder itself looks (its subfolders, then `manual_dir`).
+    A folder holding some of the files counts as found: the builder's own
+    check then names the missing one. Datasets without raw files (diabetes)
+    and ADFA-LD (whose builder never downloads) return None.
+    """
+    manual = epath.Path(manual_dir)
+    if isinstance(builder, Cifar10Binary):
+        if find_archive(manual) is not None:
+            return None
+        names = " or ".join(a.file.name for a in ARCHIVES)
+        folders = [manual / "cifar-10", manual / "cifar10", manual]
+    elif hasattr(builder, "SUBDIRS") and getattr(builder, "RAW_FILES", ()):
+        if locate_raw_files(manual, builder.SUBDIRS, builder.RAW_FILES) is not None:
+            return None
+        names = ", ".join(f.name for f in builder.RAW_FILES)
+        folders = [manual / s for s in builder.SUBDIRS] + [manual]
+    else:
+        return None
+    return f"none of {names} in {', '.join(str(f) for f in folders)}"
+
+
+def load_arrays(
+    builder: tfds.core.DatasetBuilder, split: str, *, limit: int | None = None, role: str | None = None
+) -> dict[str, np.ndarray]:
     """Reads a prepared split into host memory as stacked numpy arrays.
 
     Args:
       builder: a prepared builder.
       split: e.g. "train", "test" (TFDS slicing such as "train[:10%]" works).
       limit: keep only the first `limit` records (for quick runs and tests).
+      role: "train" or "eval": which settings (`data.<role>_split`,
+        `data.<role>_limit`) the errors name; None names both.
 
     Returns:
-      One array per feature, leading axis N (e.g. image uint8 [N, 28, 28, 1],
+      One array per feature, leading axis N >= 1 (e.g. image uint8 [N, 28, 28, 1],
       label int64 [N]); a variable-length feature (a text, a trace) becomes an
       object array [N] of 1-D arrays.
+
+    Raises:
+      jaxdl.errors.SettingsError: `split` is unknown or selects no example,
+        or `limit` < 1 (the message names the setting).
+      jaxdl.errors.DataError: the prepared files are damaged (truncated,
+        garbled); the message names the folder to delete so it is prepared again.
     """
-    source = builder.as_data_source(split=split)
-    n = len(source) if limit is None else min(limit, len(source))
+    split_setting = f"data.{role}_split" if role else "the split (data.train_split or data.eval_split)"
+    limit_setting = f"data.{role}_limit" if role else "the limit (data.train_limit or data.eval_limit)"
+    if limit is not None and limit < 1:
+        raise SettingsError(
+            f"{limit_setting}={limit} selects no examples of {builder.name}'s {split!r} split; "
+            "set it to at least 1, or to null for the whole split."
+        )
+    try:
+        available = builder.info.splits[split].num_examples
+    except (KeyError, ValueError) as e:
+        raise SettingsError(f"{split_setting}={split!r} cannot be read from {builder.name}: {e}") from None
+    if not available:
+        sizes = ", ".join(f"{name} {info.num_examples}" for name, info in builder.info.splits.items())
+        raise SettingsError(
+            f"{split_setting}={split!r} selects no examples of {builder.name} (its splits: {sizes}); "
+            "choose a split that holds examples."
+        )
+    try:
+        source = builder.as_data_source(split=split)
+        n = len(source) if limit is None else min(limit, len(source))
+    except (OSError, RuntimeError, ValueError) as e:
+        raise _damaged(builder, e) from e
     cached = _read_array_cache(builder, split, n)
     if cached is not None:
         return cached
-    records = source.__getitems__(list(range(n)))  # one batched read: ~30x faster than per record
+    try:
+        records = source.__getitems__(list(range(n)))  # one batched read: ~30x faster than per record
+    except (OSError, RuntimeError, ValueError) as e:
+        raise _damaged(builder, e) from e
+    if len(records) != n or any(value is None for r in records for value in r.values()):
+        raise _damaged(builder, ValueError(f"{split!r} read back {len(records)} records, some of them empty"))
     arrays = {key: _stack([r[key] for r in records]) for key in records[0]}
     _write_array_cache(builder, split, n, arrays)
     return arrays
+
+
+def _damaged(builder: tfds.core.DatasetBuilder, error: BaseException) -> DataError:
+    reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+    return DataError(
+        f"The prepared dataset {builder.name} in {builder.data_path} is damaged ({reason}). Delete that folder and "
+        "rerun: it is prepared again from the raw files."
+    )
 
 
 #: Splits up to this size (bytes) are kept as .npz beside the prepared records (0 turns the cache off).

@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.models.layers import batch_norm
+from jaxdl.errors import require_positive
 
 Dtype = Any
 
@@ -167,6 +168,10 @@ class Airbench94(nn.Module):
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", widths=self.widths, num_outputs=self.num_outputs)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.vae import image_coders
+from jaxdl.errors import require_positive
 
 Dtype = Any
 
@@ -66,6 +67,10 @@ class Autoencoder(nn.Module):
     image_shape: Sequence[int] = (28, 28, 1)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", code_dim=self.code_dim, hidden_dims=self.hidden_dims, channels=self.channels)
+        super().__post_init__()
 
     def setup(self):
         self.encoder, self.decoder = image_coders(

@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.layers import ExampleDropout, activation_fn, batch_norm, im2col_conv_general_dilated, layer_keys
+from jaxdl.errors import require_positive
 
 Dtype = Any
 
@@ -76,6 +77,10 @@ class CNN(nn.Module):
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", channels=self.channels, dense_dims=self.dense_dims, num_outputs=self.num_outputs)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:

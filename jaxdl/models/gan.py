@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.layers import batch_norm
+from jaxdl.errors import require_positive
 
 Dtype = Any
 
@@ -234,6 +235,10 @@ class DCGAN(nn.Module):
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", latent_dim=self.latent_dim, channels=self.channels)
+        super().__post_init__()
 
     def setup(self):
         common = dict(

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.layers import ExampleDropout, activation_fn, batch_norm, layer_keys
+from jaxdl.errors import require_positive
 
 Dtype = Any
 
@@ -55,6 +56,10 @@ class MLP(nn.Module):
     axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", hidden_dims=self.hidden_dims, num_outputs=self.num_outputs)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:

@@ -30,6 +30,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.errors import require_positive
+
 Params = Mapping[str, jax.Array]
 
 
@@ -142,6 +144,10 @@ class RBM(nn.Module):
     num_hidden: int = 500
     init_scale: float = 0.01
     param_dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", num_hidden=self.num_hidden)
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:

@@ -26,6 +26,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.errors import require_positive
+
 Dtype = Any
 
 CELLS = {"rnn": nn.SimpleCell, "gru": nn.GRUCell, "lstm": nn.OptimizedLSTMCell}
@@ -54,6 +56,13 @@ class RNNLM(nn.Module):
     num_classes: int | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive(
+            "model", vocab_size=self.vocab_size, num_layers=self.num_layers, hidden_dim=self.hidden_dim,
+            embed_dim=self.embed_dim,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool, token_mask: jax.Array | None = None) -> jax.Array:

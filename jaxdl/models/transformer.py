@@ -31,6 +31,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.errors import require_positive
+
 Dtype = Any
 
 _INIT_STD = 0.02  # GPT-2 / nanoGPT weight init
@@ -177,6 +179,13 @@ class Transformer(nn.Module):
     decode: bool = False
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive(
+            "model", vocab_size=self.vocab_size, max_len=self.max_len, num_layers=self.num_layers,
+            num_heads=self.num_heads, embed_dim=self.embed_dim,
+        )
+        super().__post_init__()
 
     @nn.compact
     def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:

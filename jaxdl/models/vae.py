@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.layers import activation_fn
+from jaxdl.errors import require_positive
 
 Dtype = Any
 
@@ -212,6 +213,10 @@ class VAE(nn.Module):
     image_shape: Sequence[int] = (28, 28, 1)
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    def __post_init__(self):
+        require_positive("model", latent_dim=self.latent_dim, hidden_dims=self.hidden_dims, channels=self.channels)
+        super().__post_init__()
 
     def setup(self):
         self.encoder, self.decoder = image_coders(

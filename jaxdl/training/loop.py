@@ -24,6 +24,7 @@ import numpy as np
 import tqdm
 
 from jaxdl.data.pipeline import ArrayLoader
+from jaxdl.errors import UserError
 from jaxdl.metrics.writers import MetricWriter, read_metrics
 from jaxdl.tasks.base import Prepared, Task
 from jaxdl.training import parallel
@@ -32,8 +33,8 @@ from jaxdl.training.state import TrainState
 from jaxdl.viz.curves import plot_curves
 
 
-class NonFiniteMetricError(FloatingPointError):
-    """A logged metric became NaN or infinite; training stopped before saving it."""
+class NonFiniteMetricError(UserError, FloatingPointError):
+    """A logged or final metric became NaN or infinite; the run stopped and its checkpoints are kept."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,14 +165,16 @@ class _Progress:
         return value < self.best - min_delta if mode == "min" else value > self.best + min_delta
 
 
-def _check_finite(metrics: Mapping[str, float], step: int, checkpointer: Checkpointer | None) -> None:
-    bad = {k: v for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)}
+def _check_finite(
+    metrics: Mapping[str, Any], step: int, checkpointer: Checkpointer | None, *, when: str = "training stopped"
+) -> None:
+    bad = {k: v for k, v in metrics.items() if isinstance(v, (float, np.floating)) and not math.isfinite(v)}
     if not bad:
         return
     last = checkpointer.latest_step() if checkpointer is not None else None
     where = f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None else "no checkpoint was saved"
     raise NonFiniteMetricError(
-        f"{', '.join(f'{k}={v}' for k, v in bad.items())} at step {step}; training stopped and {where}. "
+        f"{', '.join(f'{k}={float(v)}' for k, v in bad.items())} at step {step}; {when} and {where}. "
         "Lower optimizer.learning_rate or set optimizer.grad_clip_norm."
     )
 
@@ -194,7 +197,9 @@ def fit(
 ) -> dict[str, Any]:
     """Trains `state` with `task` and returns the run's results.
 
-    Resumes from `checkpointer`'s latest checkpoint when there is one.
+    Resumes from `checkpointer`'s newest checkpoint that restores; damaged
+    newer ones are reported on stderr (one line each), set aside and listed in
+    the results' "skipped_checkpoints".
 
     Args:
       task: the objective.
@@ -223,11 +228,15 @@ def fit(
       "stop_reason" (None, "early_stopping" or what `on_evaluation` returned),
       "wall_time_s" (training and evaluation, summed over resumed segments),
       "train_examples_per_s", "train_time_s" (seconds in training steps after the
-      first, this segment; no evaluation), "first_step_s" (compile plus one step) and
-      "resumed_from" (step or None).
+      first, this segment; no evaluation), "first_step_s" (compile plus one step),
+      "resumed_from" (step or None) and "skipped_checkpoints" (damaged ones set
+      aside on resuming: step, path, reason, moved_to).
 
     Raises:
-      NonFiniteMetricError: a metric became NaN/Inf (with `nan_guard`).
+      NonFiniteMetricError: a metric, or a metric of the task's final
+        evaluation, became NaN/Inf (with `nan_guard`); the checkpoints are kept.
+      jaxdl.errors.CheckpointError: there are checkpoints but none restores.
+      jaxdl.errors.StorageError: a checkpoint could not be written.
     """
     t0 = time.perf_counter()
     root = jax.random.key(seed)
@@ -235,12 +244,18 @@ def fit(
 
     progress_state = _Progress()
     resumed_from = None
-    if checkpointer is not None and checkpointer.latest_step() is not None:
-        state, meta = checkpointer.restore(state)
-        progress_state = _Progress(**meta["progress"])
-        resumed_from = int(state.step)
-        if writer is not None:
-            writer.write(resumed_from, {"event": "resumed"})
+    skipped = []  # damaged newer checkpoints, set aside (checkpoint.Skipped)
+    if checkpointer is not None:
+        state, meta, skipped = checkpointer.restore_latest_good(state)
+        for damaged in skipped:
+            print(damaged, file=sys.stderr)
+            if writer is not None:
+                writer.write(damaged.step, {"event": "skipped_damaged_checkpoint", "moved_to": damaged.moved_to})
+        if meta is not None:
+            progress_state = _Progress(**meta["progress"])
+            resumed_from = int(state.step)
+            if writer is not None:
+                writer.write(resumed_from, {"event": "resumed"})
 
     n = len(devices)
     replicated = parallel.replicate(state, devices)
@@ -289,6 +304,8 @@ def fit(
             writer.write(step, record)
         if config.nan_guard:
             _check_finite(record, step, checkpointer)
+        if checkpointer is not None:
+            checkpointer.check()  # a save that failed in the background stops the run here, not at the next one
         shown = record.get(f"train/{task.progress_metric}", float("nan"))
         bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"}, refresh=False)
         return now
@@ -402,6 +419,8 @@ def fit(
         bar.write("final evaluation: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
         if writer is not None:
             writer.write(step, extra)
+        if config.nan_guard:
+            _check_finite(extra, step, checkpointer, when="the final evaluation failed")
     final_eval_s = time.perf_counter() - t_final
     wall_time_s = progress_state.elapsed_s + time.perf_counter() - t0
     if config.progress or writer is not None:
@@ -423,6 +442,7 @@ def fit(
         "train_time_s": train_time,
         "first_step_s": first_step_s,
         "resumed_from": resumed_from,
+        "skipped_checkpoints": [damaged._asdict() for damaged in skipped],
     }
 
 

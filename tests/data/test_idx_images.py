@@ -12,6 +12,7 @@ import tensorflow_datasets as tfds
 
 from jaxdl.data import sources
 from jaxdl.data.idx_images import MnistIdx, RawFile, RawFileError, _IdxImageBuilder, read_idx
+from jaxdl.errors import SettingsError
 
 
 def write_idx(path: pathlib.Path, array: np.ndarray) -> RawFile:
@@ -108,7 +109,7 @@ def test_unknown_dataset_lists_the_known_ones():
 
 
 def test_manual_dir_that_is_not_a_folder_is_reported(tmp_path):
-    with pytest.raises(FileNotFoundError, match="data.manual_dir"):
+    with pytest.raises(SettingsError, match="data.manual_dir"):
         sources.prepare("mnist", data_dir=str(tmp_path), manual_dir=str(tmp_path / "nope"))
 
 

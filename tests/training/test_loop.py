@@ -136,3 +136,40 @@ def test_max_steps_ends_mid_epoch_and_evaluates_every_n_steps(tmp_path):
     assert results["steps"] == 7
     evaluated_at = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/elbo" in r]
     assert evaluated_at == [3, 6, 7]
+
+
+class NaNFinalEvaluationTask(VAETask):
+    """Trains normally; its final evaluation reports a NaN importance-weighted NLL."""
+
+    def final_evaluation(self, evaluate, state):
+        return {**super().final_evaluation(evaluate, state), "eval/nll": float("nan")}
+
+
+def test_a_nan_in_the_final_evaluation_fails_the_run_and_keeps_its_checkpoints(tmp_path):
+    from jaxdl.errors import UserError
+
+    task = NaNFinalEvaluationTask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
+    with pytest.raises(NonFiniteMetricError) as info:
+        train(tmp_path, epochs=2, task=task)
+    message = str(info.value)
+    assert isinstance(info.value, UserError) and "\n" not in message
+    assert message.startswith("eval/nll=nan at step 8; the final evaluation failed and the last good checkpoint is step 8")
+    ckpt = Checkpointer(tmp_path / "checkpoints")
+    assert ckpt.all_steps() == [4, 8]  # nothing deleted
+    ckpt.close()
+    final = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/active_units" in r]
+    assert len(final) == 1  # the failing final evaluation is recorded
+
+
+def test_resume_skips_a_damaged_latest_checkpoint_and_ends_like_an_uninterrupted_run(tmp_path, capsys):
+    straight, _ = train(tmp_path / "a", epochs=2)
+    train(tmp_path / "b", epochs=1, checkpoint_every_steps=3)  # saves steps 3 (mid-epoch) and 4
+    (tmp_path / "b" / "checkpoints" / "4" / "state" / "_METADATA").write_text("{truncated")
+    capsys.readouterr()
+    resumed, _ = train(tmp_path / "b", epochs=2, checkpoint_every_steps=3)
+    assert resumed["resumed_from"] == 3
+    assert resumed["metrics"] == straight["metrics"]
+    [skipped] = resumed["skipped_checkpoints"]
+    assert (skipped["step"], skipped["moved_to"]) == (4, str(tmp_path / "b" / "checkpoints.damaged" / "4"))
+    assert f"Checkpoint step 4 ({tmp_path / 'b' / 'checkpoints' / '4'}) does not restore" in capsys.readouterr().err
+    assert (tmp_path / "b" / "checkpoints.damaged" / "4" / "state").is_dir()
