@@ -126,6 +126,7 @@ class Config:
     optimizer: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     evaluator: Any = None  # a final evaluator (evaluator=fid) or none
+    allow_changed: list[str] = field(default_factory=list)  # settings that may differ from a run already in the folder
 
 
 def register() -> None:

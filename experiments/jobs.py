@@ -6,15 +6,20 @@ search (`experiments/search.py`), so a trial trains exactly as the command does.
 
 from __future__ import annotations
 
-import json
 import os
-import pathlib
-import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 #: Top-level settings `jaxdl.experiment.run` takes.
-RUN_KEYS = ("seed", "precision", "model", "task", "data", "optimizer", "trainer", "distributed", "evaluator")
+RUN_KEYS = ("seed", "precision", "model", "task", "data", "optimizer", "trainer", "distributed", "evaluator",
+            "allow_changed")
+#: Of those, the settings that make a run's identity (what manifest.json records and a rerun must match).
+IDENTITY_KEYS = RUN_KEYS[:-1]
+
+
+def identity(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The settings `jaxdl.experiment.run` records for a run (its identity in the run folder)."""
+    return {k: settings.get(k) for k in IDENTITY_KEYS}
 
 
 def train(
@@ -39,15 +44,3 @@ def train(
 
     return experiment.run(**{k: settings[k] for k in RUN_KEYS if k in settings}, run_dir=run_dir,
                           on_evaluation=on_evaluation)
-
-
-def write_failure(run_dir: str | os.PathLike, error: BaseException) -> pathlib.Path:
-    """Writes `failure.json` (error, message, traceback) atomically into `run_dir`; returns its path."""
-    path = pathlib.Path(run_dir) / "failure.json"
-    failure = {"error": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(failure, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-

@@ -22,10 +22,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import errors, search
+from experiments import errors, jobs, search
 from experiments.config import register
-from experiments.jobs import train, write_failure
-from jaxdl.errors import SettingsError, UserError
+from experiments.jobs import train
+from jaxdl import run_folder
+from jaxdl.errors import RunFolderError, SettingsError, UserError
 
 register()
 errors.install()
@@ -63,25 +64,46 @@ def check_presets(choices: Mapping[str, Any], overrides: Sequence[str], conf_dir
             )
 
 
+def save_record(cfg: DictConfig, hydra_config: DictConfig, run_dir: pathlib.Path) -> None:
+    """Writes `.hydra/config.yaml`, `hydra.yaml` and `overrides.yaml`, as Hydra would, once the folder is checked.
+
+    Hydra's own copy (`hydra.output_subdir`) is turned off in conf/config.yaml: it would rewrite the record of
+    a run already in the folder before jaxdl could refuse a different command.
+    """
+    folder = run_dir / ".hydra"
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": OmegaConf.to_container(hydra_config)}), folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_config.overrides.task)), folder / "overrides.yaml")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
     logging.getLogger("absl").setLevel(logging.WARNING)  # orbax and TFDS log every file they touch at INFO
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)  # no "Unable to initialize backend" on CPU
     hydra_config = HydraConfig.get()
-    run_dir = hydra_config.runtime.output_dir
+    run_dir = pathlib.Path(hydra_config.runtime.output_dir)
     try:
         check_presets(hydra_config.runtime.choices, hydra_config.overrides.task)
-        if search.is_worker():  # sweep=... with -m: this job trains trials until the study has its total
+        settings = OmegaConf.to_container(cfg, resolve=True)
+        worker = search.is_worker()  # sweep=... with -m: this job trains trials until the study has its total
+        if not worker:
+            run_folder.check(jobs.identity(settings), run_dir, allow_changed=settings.get("allow_changed") or [])
+        save_record(cfg, hydra_config, run_dir)
+        if worker:
             return search.work(cfg)
-        results = train(OmegaConf.to_container(cfg, resolve=True), run_dir)
+        results = train(settings, run_dir)
     except Exception as error:
-        path = write_failure(run_dir, error)
+        # A folder holding another run is left as it is; any other failure is recorded in the run's own folder.
+        path = None if isinstance(error, RunFolderError) else run_folder.write_failure(run_dir, error)
         if isinstance(error, UserError):
+            where = f" (traceback: {path})" if path else ""
             if hydra_config.mode == RunMode.RUN:  # one line; a sweep's launcher must see the exception instead
-                print(f"Error: {error} (traceback: {path})", file=sys.stderr)
+                print(f"Error: {error}{where}", file=sys.stderr)
                 sys.exit(1)
-            error.args = (f"{error} (traceback: {path})",)
+            error.args = (f"{error}{where}",)
         raise
+    (run_dir / "failure.json").unlink(missing_ok=True)  # an earlier attempt's failure no longer describes the run
     return results["metrics"].get(results["best"]["metric"])
 
 

@@ -9,17 +9,17 @@ Hydra. Every setting is forwarded to the constructor that owns it
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pathlib
+import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
-from jaxdl import build, settings as schema
+from jaxdl import build, errors, run_folder, settings as schema
 from jaxdl.data import sequences, sources
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.data.streaming import StreamingLoader
@@ -106,13 +106,6 @@ def _streaming_loader(
     )
 
 
-def write_json(path: pathlib.Path, payload: Mapping[str, Any]) -> None:
-    """Writes JSON atomically (temporary file, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
-    os.replace(tmp, path)
-
-
 def run(
     *,
     seed: int,
@@ -125,6 +118,7 @@ def run(
     precision: str = "auto",
     distributed: Mapping[str, Any] | None = None,
     evaluator: Mapping[str, Any] | None = None,
+    allow_changed: Sequence[str] = (),
     on_evaluation: Callable[[int, Mapping[str, float]], str | None] | None = None,
 ) -> dict[str, Any]:
     """Prepares data, builds model, task and optimizer, trains, and writes results.json.
@@ -150,8 +144,11 @@ def run(
         SLURM). Each process then reads its own slice of every global batch,
         steps run under `jax.pmap` across all processes, and only process 0
         writes logs, pictures and results.
-      evaluator: {"name": a key of `jaxdl.evaluators.EVALUATORS`, **its
-        settings} run on the final state (e.g. FID), or None.
+      evaluator: {"name": a key of `EVALUATORS`, **its settings} run on the
+        final state (e.g. FID), or None.
+      allow_changed: settings (dotted keys or patterns) that may differ from
+        those recorded in an existing `run_dir` (see `jaxdl.run_folder.check`);
+        any other difference refuses to run before the folder is touched.
       on_evaluation: passed to `jaxdl.training.loop.fit`: sees each
         evaluation's metrics and may stop the run (a search's pruner).
 
@@ -160,16 +157,25 @@ def run(
 
     Raises:
       SettingsError: a setting is unknown or does not fit the others or the data.
+      RunFolderError: `run_dir` holds a run with other settings.
+      UserError: other faults of the data or the folders (`jaxdl.errors`).
     """
     t_start = time.perf_counter()
+    distributed_settings = distributed
     distributed = dict(distributed or {})
     if distributed.pop("enabled", False):
         jax.distributed.initialize(**{k: v for k, v in distributed.items() if v is not None})
     run_dir = pathlib.Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    is_main = jax.process_index() == 0
     recorded = dict(seed=seed, precision=precision, model=model, task=task, data=data, optimizer=optimizer,
-                    trainer=trainer, evaluator=evaluator)
+                    trainer=trainer, distributed=distributed_settings, evaluator=evaluator)
+    decision = run_folder.check(recorded, run_dir, allow_changed=allow_changed)  # before anything is written
+    for change in decision.allowed:
+        print(f"continuing {run_dir} with {change}", file=sys.stderr)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise (errors.storage_error(error, run_dir, doing="creating the run folder") or error) from error
+    is_main = jax.process_index() == 0
     loop_settings = trainer_settings(trainer)
     data_common, windows = data_settings(data)
     compute = build.compute_dtype(precision)
@@ -186,8 +192,8 @@ def run(
     if streamed is not None:
         train_arrays = streamed.example()  # one record: shapes for init; batches are read while training
     else:
-        train_arrays = sources.load_arrays(builder, data_common.train_split, limit=data_common.train_limit)
-    eval_arrays = sources.load_arrays(builder, data_common.eval_split, limit=data_common.eval_limit)
+        train_arrays = sources.load_arrays(builder, data_common.train_split, limit=data_common.train_limit, role="train")
+    eval_arrays = sources.load_arrays(builder, data_common.eval_split, limit=data_common.eval_limit, role="eval")
     dataset = sources.describe(builder)
     train_arrays, eval_arrays = sequences.make_examples(
         {"name": data_common.name, "train_limit": data_common.train_limit, "eval_limit": data_common.eval_limit,
@@ -208,7 +214,7 @@ def run(
             else None,
         }
         record, diff = manifest(settings=recorded, built=built, dataset=dataset)
-        write_json(run_dir / "manifest.json", record)
+        run_folder.write_json(run_dir / "manifest.json", run_folder.updated_manifest(decision.recorded, record, decision))
         if diff:
             (run_dir / "git.diff").write_text(diff)
     devices = parallel.select_devices(loop_settings.num_devices)
@@ -269,7 +275,9 @@ def run(
         environment=environment(),
     )
     if is_main:
-        write_json(run_dir / "results.json", results)
+        results["status"] = "pruned" if results.get("stop_reason") == "pruned" else "finished"
+        results = run_folder.merge_results(run_folder.read_record(run_dir / "results.json")[0], results)
+        run_folder.write_json(run_dir / "results.json", results)
     return results
 
 

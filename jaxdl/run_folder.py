@@ -164,7 +164,7 @@ def check(
         keys = ",".join(c.key for c in refused)
         raise errors.RunFolderError(
             f"{run_dir} holds a run with different settings ({listed}); nothing was changed there. "
-            f"Rerun with a new hydra.run.dir, or add +allow_changed=[{keys}] to continue that run with the new "
+            f"Rerun with a new hydra.run.dir, or add allow_changed=[{keys}] to continue that run with the new "
             "values on purpose."
         )
     allowed = tuple(changes)

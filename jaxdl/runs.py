@@ -91,7 +91,7 @@ def restore(
     total = settings["trainer"].get("max_steps") or 10**9  # only the schedule's values depend on it, not the state
     tx = build.build_optimizer(settings["optimizer"], total_steps=total, steps_per_epoch=steps_per_epoch)
     target = task.init_state(jax.random.key(0), tx, example_batch, context)
-    checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints")
+    checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints", read_only=True)
     try:
         if checkpointer.latest_step() is None and step is None:
             raise NotARunError(f"{checkpointer.directory} holds no checkpoint to restore.")

@@ -80,7 +80,7 @@ def test_a_different_run_is_refused_before_anything_is_written(tmp_path):
         "optimizer.learning_rate: 0.001 -> 0.3; trainer.max_steps: (absent) -> 50); nothing was changed there."
     )
     assert "new hydra.run.dir" in message
-    assert "+allow_changed=[model.latent_dim,optimizer.learning_rate,trainer.max_steps]" in message
+    assert "allow_changed=[model.latent_dim,optimizer.learning_rate,trainer.max_steps]" in message
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
 
 

@@ -141,8 +141,8 @@ def test_max_steps_ends_mid_epoch_and_evaluates_every_n_steps(tmp_path):
 class NaNFinalEvaluationTask(VAETask):
     """Trains normally; its final evaluation reports a NaN importance-weighted NLL."""
 
-    def final_evaluation(self, evaluate, state):
-        return {**super().final_evaluation(evaluate, state), "eval/nll": float("nan")}
+    def final_evaluation(self, evaluate, state, prepared):
+        return {**super().final_evaluation(evaluate, state, prepared), "eval/nll": float("nan")}
 
 
 def test_a_nan_in_the_final_evaluation_fails_the_run_and_keeps_its_checkpoints(tmp_path):
