@@ -133,6 +133,7 @@ class RBM(nn.Module):
       num_hidden: H.
       init_scale: standard deviation of the initial weights (0.01 as in
         Hinton 2010, "A practical guide to training RBMs", UTML TR 2010-003).
+      axis_name: unused (no batch norm); the model contract's collective axis.
       param_dtype: storage dtype of the parameters.
 
     Visible biases start at 0 here; `jaxdl.tasks.rbm` sets them to the
@@ -141,15 +142,17 @@ class RBM(nn.Module):
 
     num_hidden: int = 500
     init_scale: float = 0.01
+    axis_name: str | None = None
     param_dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool = False, example_keys: jax.Array | None = None) -> jax.Array:
         """x [B, ...] in [0, 1] (flattened to [B, V]) -> p(h = 1 | x) [B, H] float32.
 
-        `train` is unused (the RBM's update is not a gradient of this output); kept for the model contract.
+        `train` and `example_keys` are unused (the RBM's update is not a gradient of this output and draws
+        nothing here); kept for the model contract.
         """
-        del train
+        del train, example_keys
         v = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, V]
         num_visible = v.shape[-1]
         params = {
