@@ -25,7 +25,7 @@ import sys
 import numpy as np
 
 from jaxdl.data.adfa_ld import read_trace
-from jaxdl.data.idx_images import RawFileError
+from jaxdl.data.raw_files import RawFileError
 from jaxdl.evaluators.traces import score_traces
 from jaxdl.runs import load_settings, restore
 

@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jaxdl import sampling
-from jaxdl.data.sequences import decode_text, encode_text
+from jaxdl.data.text import decode_text, encode_text
 from jaxdl.runs import load_settings, restore
 
 

@@ -45,7 +45,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `jaxdl` and `scripts`
 from jaxdl.data.cifar10 import TEST_MEMBERS, TRAIN_MEMBERS, read_records  # noqa: E402
-from jaxdl.data.idx_images import sha256sum  # noqa: E402
+from jaxdl.data.raw_files import sha256sum  # noqa: E402
 from scripts.bench_peers import torch_airbench94, torch_airbench94_optimizer, torch_airbench94_whitening  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

@@ -40,7 +40,8 @@ import numpy as np
 import optax
 
 from jaxdl import sampling
-from jaxdl.data.sequences import HOLDOUT, decode_text, encode_text
+from jaxdl.data.sequences import HOLDOUT
+from jaxdl.data.text import decode_text, encode_text
 from jaxdl.evaluators.traces import TraceEvaluator, TraceTable, prepare_eval, window_sums
 from jaxdl.models.contract import TokenModel
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
