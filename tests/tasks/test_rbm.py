@@ -1,6 +1,5 @@
 """RBM objective: the CD update against exact gradients, PCD chains, devices, metrics, AIS evaluation."""
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
