@@ -65,14 +65,15 @@ class TraceTable(NamedTuple):
         return cls(trace, np.asarray(arrays["group"])[first], family, names)
 
 
-def prepare_eval(eval: Arrays) -> tuple[Arrays, TraceTable | None]:  # noqa: A002 (the split's role)
-    """On a trace split (windows with `trace` and `group`): the split without its names (they cannot be
-    batched) and its `TraceTable`; on any other split: the split and None."""
+def prepare(train: Arrays, eval: Arrays) -> tuple[Arrays, Arrays, TraceTable | None]:  # noqa: A002 (the split's role)
+    """A trace detector's (train, eval, context): on a trace split (windows with `trace` and `group`) the eval
+    split without its names (they cannot be batched) and its `TraceTable`; on other data (text) the splits as
+    they are and no context. A task's `prepare` returns `Prepared(*prepare(train, eval))`."""
     if "trace" not in eval or "group" not in eval:
-        return eval, None
+        return train, eval, None
     eval = dict(eval)
     names = eval.pop("name", None)
-    return eval, TraceTable.from_windows(eval, names)
+    return train, eval, TraceTable.from_windows(eval, names)
 
 
 def window_sums(table: TraceTable, batch: Mapping[str, jax.Array], score: jax.Array, count: jax.Array) -> dict:

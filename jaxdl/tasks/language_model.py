@@ -42,7 +42,8 @@ import optax
 from jaxdl import sampling
 from jaxdl.data.sequences import HOLDOUT
 from jaxdl.data.text import decode_text, encode_text
-from jaxdl.evaluators.traces import TraceEvaluator, TraceTable, prepare_eval, window_sums
+from jaxdl.evaluators import traces
+from jaxdl.evaluators.traces import TraceEvaluator, TraceTable, window_sums
 from jaxdl.models.contract import TokenModel
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.tasks.cross_entropy import cross_entropy_metrics, cross_entropy_sums, cross_entropy_update
@@ -66,9 +67,6 @@ class LanguageModelTask(Task):
         (`jaxdl.evaluators.traces.TraceEvaluator`).
     """
 
-    default_metric = "eval/loss"
-    default_mode = "min"
-    progress_metric = "loss"
     progress_unit = "cross-entropy (nats per token)"
 
     def __init__(
@@ -101,8 +99,7 @@ class LanguageModelTask(Task):
         """On trace data, the context is the eval split's `TraceTable` (which trace and group each window
         belongs to); the names leave the batches. Text needs no context."""
         del facts
-        eval, table = prepare_eval(eval)
-        return Prepared(train, eval, table)
+        return Prepared(*traces.prepare(train, eval))
 
     def init_state(
         self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None

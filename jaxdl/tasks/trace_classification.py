@@ -34,7 +34,8 @@ import numpy as np
 import optax
 
 from jaxdl.data.sequences import HOLDOUT
-from jaxdl.evaluators.traces import TraceEvaluator, TraceTable, prepare_eval, window_sums
+from jaxdl.evaluators import traces
+from jaxdl.evaluators.traces import TraceEvaluator, TraceTable, window_sums
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.tasks.cross_entropy import cross_entropy_metrics, cross_entropy_sums, cross_entropy_update
 from jaxdl.training.parallel import example_keys, psum
@@ -50,9 +51,6 @@ class TraceClassificationTask(Task):
         (`jaxdl.evaluators.traces.TraceEvaluator`).
     """
 
-    default_metric = "eval/loss"
-    default_mode = "min"
-    progress_metric = "loss"
     progress_unit = "cross-entropy (nats per window)"
 
     def __init__(
@@ -72,8 +70,7 @@ class TraceClassificationTask(Task):
     def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
         """The context is the eval split's `TraceTable`; the names leave the batches."""
         del facts
-        eval, table = prepare_eval(eval)
-        return Prepared(train, eval, table)
+        return Prepared(*traces.prepare(train, eval))
 
     def init_state(
         self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None

@@ -35,16 +35,16 @@ def split():
     return w
 
 
-def test_prepare_eval_keeps_the_names_out_of_the_batches():
-    eval_split, table = traces.prepare_eval(split())
-    assert "name" not in eval_split and list(table.names) == [f"t{k}" for k in range(9)]
+def test_prepare_keeps_the_names_out_of_the_batches():
+    train = {"tokens": np.zeros((2, 3), np.int32)}
+    same, eval_split, table = traces.prepare(train, split())
+    assert same is train and "name" not in eval_split and list(table.names) == [f"t{k}" for k in range(9)]
     np.testing.assert_array_equal(table.group, [HOLDOUT] * 3 + [TEST_NORMAL] * 3 + [ATTACK] * 3)
-    text = {"tokens": np.zeros((2, 3), np.int32)}
-    assert traces.prepare_eval(text) == (text, None)
+    assert traces.prepare(train, train) == (train, train, None)
 
 
 def test_window_sums_drop_loader_padding():
-    _, table = traces.prepare_eval(split())
+    table = traces.prepare({}, split())[2]
     batch = {"index": jnp.array([0, 5, 0]), "mask": jnp.array([True, True, False])}
     sums = traces.window_sums(table, batch, jnp.array([1.0, 2.0, 100.0]), jnp.array([3.0, 4.0, 100.0]))
     expected = np.zeros(18)
@@ -54,7 +54,7 @@ def test_window_sums_drop_loader_padding():
 
 
 def test_report_metrics_and_files(tmp_path):
-    _, table = traces.prepare_eval(split())
+    table = traces.prepare({}, split())[2]
     per_trace = np.array([1.0, 1.1, 0.9, 0.8, 0.7, 0.6, 3.0, 2.5, 4.0])  # attacks score higher
     totals = {"window_nll_sum": np.repeat(per_trace, 2) * 5.0, "window_count": np.full(18, 5.0)}
     evaluator = traces.TraceEvaluator(family_names=["normal", "attack"])
