@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     restored = restore(run, {"tokens": np.zeros((1, data["seq_len"]), np.int32)}, step=summary["step"])
     scores = score_traces(
-        restored.task.model, restored.state.params, traces, seq_len=data["seq_len"], context=data.get("eval_context", 0),
+        restored.task.model, restored.state.params, traces, seq_len=data["seq_len"],
+        context=data.get("eval_context", 0),
         batch_size=args.batch_size,
     )
     threshold = summary["threshold"] if args.threshold is None else args.threshold

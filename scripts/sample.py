@@ -25,6 +25,7 @@ part there.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     prompt = np.repeat(prompt[None], args.num_samples, axis=0)
     draw = dict(key=jax.random.key(args.seed), temperature=args.temperature, top_k=args.top_k or None)
     if args.benchmark:
-        return benchmark(task.model, params, prompt, args.max_new_tokens, draw, repeats=args.repeats, step=restored.step)
+        return benchmark(task.model, params, prompt, args.max_new_tokens, draw, repeats=args.repeats,
+                         step=restored.step)
     out = sampling.generate(task.model, params, prompt, args.max_new_tokens, use_cache=not args.no_cache, **draw)
     for i, row in enumerate(out):
         if args.num_samples > 1:
@@ -79,11 +81,12 @@ def benchmark(model, params, prompt: np.ndarray, max_new_tokens: int, draw: dict
     """Prints generated tokens/s with the key/value cache and with recomputation, their ratio and agreement."""
     rates, outputs = {}, {}
     for name, use_cache in (("cached", True), ("recomputed", False)):
-        outputs[name] = sampling.generate(model, params, prompt, max_new_tokens, use_cache=use_cache, **draw)  # compiles
+        generate = functools.partial(sampling.generate, model, params, prompt, max_new_tokens, use_cache=use_cache)
+        outputs[name] = generate(**draw)  # compiles
         best = float("inf")
         for _ in range(max(repeats, 1)):
             start = time.perf_counter()
-            out = sampling.generate(model, params, prompt, max_new_tokens, use_cache=use_cache, **draw)
+            out = generate(**draw)
             best = min(best, time.perf_counter() - start)
             np.testing.assert_array_equal(out, outputs[name])  # deterministic from the seed
         rates[name] = max_new_tokens * len(prompt) / best

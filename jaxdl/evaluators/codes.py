@@ -79,7 +79,9 @@ class Codes:
         x = flat_pixels(train["image"][: self.knn_train_examples])
         return CodesContext(PCA(n_components=self.code_dim, svd_solver="randomized", random_state=0).fit(x))
 
-    def metrics(self, model: Autoencoder, params, train: Arrays, eval: Arrays, context: CodesContext) -> dict[str, float]:  # noqa: A002
+    def metrics(
+        self, model: Autoencoder, params, train: Arrays, eval: Arrays, context: CodesContext  # noqa: A002
+    ) -> dict[str, float]:
         """`eval/pca_mse`, the k-NN accuracies and the anomaly metrics (see the module docstring)."""
         from sklearn.neighbors import KNeighborsClassifier
 
@@ -120,7 +122,8 @@ class Codes:
         }
 
     def write(
-        self, model: Autoencoder, params, eval: Arrays, context: CodesContext, run_dir: pathlib.Path, epoch: int  # noqa: A002
+        self, model: Autoencoder, params, eval: Arrays, context: CodesContext,  # noqa: A002
+        run_dir: pathlib.Path, epoch: int,
     ) -> None:
         """For a 2-D code with labels, `codes/epoch_NNN.png`; with `anomaly_class`, `roc/epoch_NNN.png`."""
         if self.code_dim == 2 and "label" in eval and context.pca is not None:

@@ -92,7 +92,9 @@ class CausalSelfAttention(nn.Module):
 
         if train and self.dropout_rate > 0.0:
             if example_keys is None:
-                raise ValueError("Dropout in training needs per-example keys: call the model with example_keys=[B] keys.")
+                raise ValueError(
+                    "Dropout in training needs per-example keys: call the model with example_keys=[B] keys."
+                )
             keys = site_keys(example_keys, site_id(self.path))  # [B], this layer's own streams
             y = _attention_with_dropout(q, k, v, mask, self.dropout_rate, keys)
         else:

@@ -141,7 +141,9 @@ class ClassificationTask(Task):
         """
         x = self.inputs(batch, jax.random.fold_in(key, 2))
         keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
-        logits, batch_stats = apply_model(self.model, params, batch_stats, x, train=True, keys=keys, axis_name=axis_name)
+        logits, batch_stats = apply_model(
+            self.model, params, batch_stats, x, train=True, keys=keys, axis_name=axis_name
+        )
         loss = self.train_loss(logits, batch[self.label_key])  # [B]
         return loss.mean(), (loss, logits, batch_stats)
 

@@ -46,11 +46,13 @@ def test_the_evaluator_reports_the_log_probability_with_its_interval():
     params = {"W": jnp.asarray(rng.normal(0, 0.5, (12, 6)), jnp.float32), "b": jnp.zeros(12), "c": jnp.zeros(6)}
     v = rng.integers(0, 2, (5, 12)).astype(np.float32)
 
+    state = type("State", (), {"params": params})
+
     def evaluate(step_fn):
         batch = {"image": (v * 255).astype(np.uint8).reshape(5, 3, 4, 1), "mask": np.array([1, 1, 1, 1, 0], bool)}
-        return step_fn(type("State", (), {"params": params}), batch, jax.random.key(0))
+        return step_fn(state, batch, jax.random.key(0))
 
-    metrics = AIS(runs=50, betas=2000, seed=0)(evaluate, type("State", (), {"params": params}), np.zeros(12, np.float32))
+    metrics = AIS(runs=50, betas=2000, seed=0)(evaluate, state, np.zeros(12, np.float32))
     exact = float(jnp.mean(-free_energy(params, jnp.asarray(v[:4]))) - log_partition_exact(params))
     assert abs(metrics["eval/test_log_prob"] - exact) < 0.05, (metrics, exact)
     assert metrics["eval/test_log_prob_low"] <= exact <= metrics["eval/test_log_prob_high"]

@@ -58,7 +58,8 @@ def test_benchmark_times_both_paths_and_greedy_outputs_agree_within_the_context(
 
 
 def test_restore_needs_a_run_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"manifest.json not found: --run must be the folder of an `experiments.run` run"):
+    message = r"manifest.json not found: --run must be the folder of an `experiments.run` run"
+    with pytest.raises(FileNotFoundError, match=message):
         restore(tmp_path, {"tokens": np.zeros((1, 4), np.int32)})
 
 

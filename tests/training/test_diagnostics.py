@@ -112,7 +112,8 @@ def train(run_dir, *, diagnostics_every_steps, task=None):
     writer = MetricWriter(run_dir, tensorboard=True)
     try:
         results = fit(
-            task, state, prepared=prepared, config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
+            task, state, prepared=prepared,
+            config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
             seed=0, devices=parallel.select_devices(2), writer=writer,
         )
     finally:
