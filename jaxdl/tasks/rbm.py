@@ -20,22 +20,16 @@ device that owns slice c // (C / N), and the slices are all-gathered, so the
 chains, and hence the parameters, are the same on 1 and on N devices.
 
 Metrics, in nats or per image (the eval split is binarized once, the training
-split afresh at every use as in Salakhutdinov & Murray 2008):
-  `recon_error`: squared error between v and its mean-field reconstruction
-    sigmoid(b + W sigmoid(c + v.W)), summed over pixels.
-  `pll`: pseudo-log-likelihood sum_i log p(v_i | v_-i), estimated per image
-    by V log sigmoid(F(v with bit i flipped) - F(v)) with one random i (an
-    unbiased estimate; the stream is fixed by the loop's eval key).
-  `free_energy`, `free_energy_train`, `free_energy_gap`: mean F of held-out
-    images, of `free_energy_train_examples` training images (appended to the
-    eval split, flagged `held_out = False`, and excluded from every other
-    metric) and their difference; a growing gap signals overfitting (practical
-    guide, section 6).
-Final evaluation: `test_log_prob` = mean over held-out images of
--F(v) - log Z with log Z from AIS (`jaxdl.evaluators.ais`; Salakhutdinov &
-Murray 2008), its +-3 standard-error interval, and the accuracy of a linear
-probe on the hidden-unit probabilities beside one on the pixels
-(`jaxdl.evaluators.linear_probe`).
+split afresh at every use as in Salakhutdinov & Murray 2008): `recon_error`
+(squared error of the mean-field reconstruction, summed over pixels), `pll`
+(the pseudo-log-likelihood's one-bit estimate; its stream is fixed by the
+loop's eval key; both in `jaxdl.models.rbm`), and `free_energy`,
+`free_energy_train`, `free_energy_gap`: mean F of held-out images, of
+`free_energy_train_examples` training images (appended to the eval split,
+flagged `held_out = False`, and excluded from every other metric) and their
+difference; a growing gap signals overfitting (practical guide, section 6).
+Final evaluation: `test_log_prob` by AIS (`jaxdl.evaluators.ais`) and linear
+probes on hidden units and pixels (`jaxdl.evaluators.linear_probe`).
 
 Data: batches hold `image` uint8 [B, H, W, C] in 0..255, `label` (optional),
 `index` int32 [B] and, for evaluation, `mask` bool [B] (and `held_out`).
