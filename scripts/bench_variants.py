@@ -163,10 +163,11 @@ def im2col_conv():
 
 class BatchDropout(nn.Module):
     """Dropout with one mask drawn for the whole batch from the first example's stream (what Keras and
-    PyTorch do); unlike `jaxdl.models.layers.ExampleDropout` the mask then depends on how the batch is split
+    PyTorch do); unlike `jaxdl.models.layers.Dropout` the mask then depends on how the batch is split
     over devices. Same call signature, for timing only."""
 
     rate: float
+    site: int | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, keys: jax.Array | None, *, deterministic: bool) -> jax.Array:
@@ -182,9 +183,9 @@ def batch_dropout():
     """The MLP and CNN draw one dropout mask per batch while the context is open (trace inside it)."""
     from jaxdl.models import cnn, mlp
 
-    saved = mlp.ExampleDropout, cnn.ExampleDropout
-    mlp.ExampleDropout = cnn.ExampleDropout = BatchDropout
+    saved = mlp.Dropout, cnn.Dropout
+    mlp.Dropout = cnn.Dropout = BatchDropout
     try:
         yield
     finally:
-        mlp.ExampleDropout, cnn.ExampleDropout = saved
+        mlp.Dropout, cnn.Dropout = saved

@@ -25,7 +25,8 @@ import sys
 import numpy as np
 
 from jaxdl.data.adfa_ld import read_trace
-from jaxdl.data.idx_images import RawFileError
+from jaxdl.data.raw_files import RawFileError
+from jaxdl.evaluators.traces import score_traces
 from jaxdl.runs import load_settings, restore
 
 
@@ -51,8 +52,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     restored = restore(run, {"tokens": np.zeros((1, data["seq_len"]), np.int32)}, step=summary["step"])
-    scores = restored.task.score_traces(
-        restored.state.params, traces, seq_len=data["seq_len"], context=data.get("eval_context", 0),
+    scores = score_traces(
+        restored.task.model, restored.state.params, traces, seq_len=data["seq_len"],
+        context=data.get("eval_context", 0),
         batch_size=args.batch_size,
     )
     threshold = summary["threshold"] if args.threshold is None else args.threshold

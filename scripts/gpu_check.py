@@ -336,7 +336,7 @@ class Check:
 PREPARE_RANDOM_CIFAR = """
 import os, sys
 from jaxdl.data import cifar10, sources
-from jaxdl.data.idx_images import RawFile, sha256sum
+from jaxdl.data.raw_files import RawFile, sha256sum
 data_dir, path = sys.argv[1], sys.argv[2]
 note = "random CIFAR-shaped data written by scripts.gpu_check (uniform pixels and labels): timings only"
 cifar10.ARCHIVES += (cifar10.Archive(RawFile(os.path.basename(path), os.path.getsize(path), sha256sum(path)),

@@ -3,11 +3,12 @@
     python -m scripts.sample --run RUN_DIR --prompt "ROMEO:" --max-new-tokens 500 \
         --temperature 0.8 --top-k 200 --seed 0
 
-Restores the run's latest checkpoint (or `--step`) into the model and task of
-its saved config (`RUN_DIR/.hydra/config.yaml`) and prints `--num-samples`
-continuations of the prompt. The same seed gives the same text. Sampling uses
-the Transformer's key/value cache; `--no-cache` recomputes the context at
-every step instead (nanoGPT's `sample.py`), and `--benchmark` times both:
+Restores the run's latest checkpoint (or `--step`) into the model and task the
+run built (`jaxdl.runs.restore`, from `RUN_DIR/manifest.json`) and prints
+`--num-samples` continuations of the prompt (`jaxdl.sampling`). The same seed
+gives the same text. Sampling uses the Transformer's key/value cache;
+`--no-cache` recomputes the context at every step instead (nanoGPT's
+`sample.py`), and `--benchmark` times both:
 
     python -m scripts.sample --run RUN_DIR --benchmark --temperature 0 --max-new-tokens 500
 
@@ -24,13 +25,15 @@ part there.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 
 import jax
 import numpy as np
 
-from jaxdl.data.sequences import decode_text, encode_text
+from jaxdl import sampling
+from jaxdl.data.text import decode_text, encode_text
 from jaxdl.runs import load_settings, restore
 
 
@@ -62,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--prompt: {e}", file=sys.stderr)
         return 2
     prompt = np.repeat(prompt[None], args.num_samples, axis=0)
-    sampling = dict(key=jax.random.key(args.seed), temperature=args.temperature, top_k=args.top_k or None)
+    draw = dict(key=jax.random.key(args.seed), temperature=args.temperature, top_k=args.top_k or None)
     if args.benchmark:
-        return benchmark(task, params, prompt, args.max_new_tokens, sampling, repeats=args.repeats, step=restored.step)
-    out = task.generate(params, prompt, args.max_new_tokens, use_cache=not args.no_cache, **sampling)
+        return benchmark(task.model, params, prompt, args.max_new_tokens, draw, repeats=args.repeats,
+                         step=restored.step)
+    out = sampling.generate(task.model, params, prompt, args.max_new_tokens, use_cache=not args.no_cache, **draw)
     for i, row in enumerate(out):
         if args.num_samples > 1:
             print(f"---------- sample {i}")
@@ -73,15 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def benchmark(task, params, prompt: np.ndarray, max_new_tokens: int, sampling: dict, *, repeats: int, step: int) -> int:
+def benchmark(model, params, prompt: np.ndarray, max_new_tokens: int, draw: dict, *, repeats: int, step: int) -> int:
     """Prints generated tokens/s with the key/value cache and with recomputation, their ratio and agreement."""
     rates, outputs = {}, {}
     for name, use_cache in (("cached", True), ("recomputed", False)):
-        outputs[name] = task.generate(params, prompt, max_new_tokens, use_cache=use_cache, **sampling)  # compiles
+        generate = functools.partial(sampling.generate, model, params, prompt, max_new_tokens, use_cache=use_cache)
+        outputs[name] = generate(**draw)  # compiles
         best = float("inf")
         for _ in range(max(repeats, 1)):
             start = time.perf_counter()
-            out = task.generate(params, prompt, max_new_tokens, use_cache=use_cache, **sampling)
+            out = generate(**draw)
             best = min(best, time.perf_counter() - start)
             np.testing.assert_array_equal(out, outputs[name])  # deterministic from the seed
         rates[name] = max_new_tokens * len(prompt) / best
@@ -90,7 +95,7 @@ def benchmark(task, params, prompt: np.ndarray, max_new_tokens: int, sampling: d
     new_cached, new_recomputed = outputs["cached"][:, prompt.shape[1]:], outputs["recomputed"][:, prompt.shape[1]:]
     differs = (new_cached != new_recomputed).any(axis=0)
     shared = int(np.argmax(differs)) if differs.any() else max_new_tokens
-    context = getattr(task.model, "max_len", None)
+    context = model.context_length
     print(f"cached / recomputed: {rates['cached'] / rates['recomputed']:.2f}x; the first {shared} of {max_new_tokens} "
           f"generated tokens are identical (context max_len={context}, prompt {prompt.shape[1]} tokens)")
     return 0

@@ -56,7 +56,7 @@ from benchmarks.peers.torch_airbench94 import (  # noqa: E402
     torch_airbench94_whitening,
 )
 from jaxdl.data.cifar10 import TEST_MEMBERS, TRAIN_MEMBERS, read_records  # noqa: E402
-from jaxdl.data.idx_images import sha256sum  # noqa: E402
+from jaxdl.data.raw_files import sha256sum  # noqa: E402
 
 CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 HYP = dict(train_epochs=9.9, batch_size=1024, label_smoothing=0.2, whiten_bias_epochs=3, translate=2, tta_level=2)

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxdl.data.idx_images import RawFile, RawFileError, verify_raw_file
+from jaxdl.data.raw_files import RawFile, RawFileError, verify_raw_file
 
 ARCHIVE = RawFile("ADFA-LD.tar.gz", 746_712, "b5a343311be70cedc5658ea4195d450e17022a9772acf41a646833ff8fbc23f9")
 SUBDIRS = ("adfa-ld", "adfa_ld", "ADFA-LD")

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
 
-from jaxdl.data.idx_images import RawFile, RawFileError, sha256sum
+from jaxdl.data.raw_files import RawFile, RawFileError, sha256sum
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 RECORD_BYTES = 1 + 32 * 32 * 3

@@ -23,7 +23,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from tensorflow_datasets.core import shuffle as tfds_shuffle
 
-from jaxdl.data.idx_images import MnistIdx, RawFileError, read_idx
+from jaxdl.data.idx_images import MnistIdx, read_idx
+from jaxdl.data.raw_files import RawFileError
 
 MAX_SHIFT = 3  # original pixels (scaled with the image)
 

@@ -31,40 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from jaxdl.data.text import encode_text
+
 BOS = 0  # start-of-trace token (trace language models); also the padding value under token_mask False
 
 #: Window groups of an anomaly-evaluation split.
 HOLDOUT, TEST_NORMAL, ATTACK = 0, 1, 2
-
-
-def encode_text(data: np.ndarray | bytes | str, vocabulary: str) -> np.ndarray:
-    """Characters -> token ids (position in `vocabulary`).
-
-    Args:
-      data: the text as str, bytes, or uint8 array of ASCII bytes.
-      vocabulary: the token table, one character per id.
-
-    Returns:
-      int32 [N] token ids.
-
-    Raises:
-      ValueError: a character of the text is not in the vocabulary.
-    """
-    if isinstance(data, str):
-        data = data.encode("latin-1")
-    data = np.frombuffer(bytes(data), dtype=np.uint8) if not isinstance(data, np.ndarray) else data.astype(np.uint8)
-    table = np.full(256, -1, np.int32)
-    table[np.frombuffer(vocabulary.encode("latin-1"), np.uint8)] = np.arange(len(vocabulary), dtype=np.int32)
-    ids = table[data]
-    if (ids < 0).any():
-        missing = sorted({chr(c) for c in np.unique(data[ids < 0])})
-        raise ValueError(f"Characters {missing} are not in the {len(vocabulary)}-character vocabulary; fix data.vocabulary.")
-    return ids
-
-
-def decode_text(ids: Sequence[int] | np.ndarray, vocabulary: str) -> str:
-    """Token ids -> text."""
-    return "".join(vocabulary[int(i)] for i in np.asarray(ids).reshape(-1))
 
 
 def sliding_windows(ids: np.ndarray, seq_len: int, stride: int = 1) -> dict[str, np.ndarray]:
@@ -174,7 +146,7 @@ def text_examples(
     Args:
       train, eval: raw splits with `text` uint8 [1, N] (as `load_arrays` returns them).
       seq_len: T, characters per window.
-      vocabulary: token table (see `encode_text`).
+      vocabulary: token table (see `jaxdl.data.text.encode_text`).
       train_stride: characters between training window starts.
       train_limit, eval_limit: keep only the first windows (quick runs).
 

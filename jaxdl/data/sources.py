@@ -25,7 +25,8 @@ from etils import epath
 
 from jaxdl.data.adfa_ld import AdfaLd
 from jaxdl.data.cifar10 import ARCHIVES, Cifar10Binary, find_archive
-from jaxdl.data.idx_images import FashionMnistIdx, MnistIdx, locate_raw_files
+from jaxdl.data.idx_images import FashionMnistIdx, MnistIdx
+from jaxdl.data.raw_files import locate_raw_files
 from jaxdl.data.mnist_repeated import MnistBig
 from jaxdl.data.tabular import Diabetes
 from jaxdl.data.tiny_shakespeare import TinyShakespeareText
@@ -103,7 +104,7 @@ def prepare(name: str, *, data_dir: str | None = None, manual_dir: str | None = 
     files missing from it fail at once, naming them.
 
     Raises:
-      jaxdl.data.idx_images.RawFileError (a DataError, a ValueError): raw
+      jaxdl.data.raw_files.RawFileError (a DataError, a ValueError): raw
         files are missing or do not match their published checksums; nothing is written.
       jaxdl.errors.SettingsError: `manual_dir` is not a folder.
     """

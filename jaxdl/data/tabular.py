@@ -26,7 +26,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxdl.data.idx_images import RawFileError
+from jaxdl.data.raw_files import RawFileError
 
 FEATURE_NAMES = ("age", "sex", "bmi", "bp", "s1", "s2", "s3", "s4", "s5", "s6")
 # sha256 of the decoded float64 table: X [442, 10] then y [442], little-endian.

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from jaxdl.data.idx_images import RawFile, RawFileError, fetch_raw_files
+from jaxdl.data.raw_files import RawFile, RawFileError, fetch_raw_files
 
 #: The 65 distinct characters of input.txt in sorted order: nanoGPT's vocabulary (token id = position).
 VOCABULARY = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

@@ -1,4 +1,5 @@
-"""Flax modules: arrays in, arrays out; no losses, optimizers or I/O."""
+"""Flax modules: arrays in, arrays out; no losses, optimizers or I/O. What every model takes and offers is
+`jaxdl.models.contract`."""
 
 import flax.linen as nn
 

@@ -174,8 +174,12 @@ class Airbench94(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
-        """Maps normalised images [B, H, W, C] to logits [B, K] (float32); `train` uses batch statistics."""
+    def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
+        """Maps normalised images [B, H, W, C] to logits [B, K] (float32); `train` uses batch statistics.
+
+        `example_keys` is unused (no dropout); kept for the model contract.
+        """
+        del example_keys
         common = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         c = x.shape[-1]
         k = self.whiten_kernel_size

@@ -56,6 +56,7 @@ class Autoencoder(nn.Module):
       architecture: "mlp" or "conv".
       activation: hidden nonlinearity.
       image_shape: (H, W, C) of the data.
+      axis_name: unused (no batch norm); the model contract's collective axis.
       dtype: compute dtype; param_dtype: storage dtype of the parameters.
     """
 
@@ -65,6 +66,7 @@ class Autoencoder(nn.Module):
     architecture: str = "mlp"
     activation: str = "relu"
     image_shape: Sequence[int] = (28, 28, 1)
+    axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -86,11 +88,11 @@ class Autoencoder(nn.Module):
         """code [..., Z] -> reconstruction logits [..., H, W, C] float32."""
         return self.decoder(code).astype(jnp.float32)
 
-    def __call__(self, x: jax.Array, *, train: bool = True) -> AutoencoderOutput:
+    def __call__(self, x: jax.Array, *, train: bool = True, example_keys: jax.Array | None = None) -> AutoencoderOutput:
         """Encodes and decodes `x` [B, H, W, C] (float in [0, 1], possibly corrupted).
 
-        `train` is unused (no dropout or batch norm); kept for the model contract.
+        `train` and `example_keys` are unused (no dropout or batch norm); kept for the model contract.
         """
-        del train
+        del train, example_keys
         code = self.encode(x)
         return AutoencoderOutput(self.decode(code), code)

@@ -27,8 +27,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import ExampleDropout, activation_fn, batch_norm, im2col_conv_general_dilated, layer_keys
 from jaxdl.errors import require_positive
+from jaxdl.models.layers import Dropout, activation_fn, batch_norm, im2col_conv_general_dilated
 
 Dtype = Any
 
@@ -118,16 +118,14 @@ class CNN(nn.Module):
                 h = act(h)
             if not self.pool_first:
                 h = self._pool(h)
-            if self.conv_dropout_rate > 0.0:
-                keys = None if example_keys is None else layer_keys(example_keys, layer)
-                h = ExampleDropout(self.conv_dropout_rate)(h, keys, deterministic=not train)
+            if self.conv_dropout_rate > 0.0:  # sites numbered by block and dense layer
+                h = Dropout(self.conv_dropout_rate, site=layer)(h, example_keys, deterministic=not train)
             layer += 1
         h = h.reshape(h.shape[0], -1)  # [B, H' * W' * C']
         for width in self.dense_dims:
             h = act(nn.Dense(width, **common)(h))
             if self.dropout_rate > 0.0:
-                keys = None if example_keys is None else layer_keys(example_keys, layer)
-                h = ExampleDropout(self.dropout_rate)(h, keys, deterministic=not train)
+                h = Dropout(self.dropout_rate, site=layer)(h, example_keys, deterministic=not train)
             layer += 1
         return nn.Dense(self.num_outputs, name="output", **common)(h).astype(jnp.float32)  # [B, K]
 

@@ -259,7 +259,11 @@ class DCGAN(nn.Module):
         """[B, H, W, C] images in [-1, 1] -> [B] scores (see `Discriminator`)."""
         return self.discriminator(x, train=train)
 
-    def __call__(self, z: jax.Array, x: jax.Array, *, train: bool) -> GANOutput:
-        """Generates from `z` [B, Z] and scores both `x` [B, H, W, C] and the fakes (initialises both networks)."""
+    def __call__(self, z: jax.Array, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> GANOutput:
+        """Generates from `z` [B, Z] and scores both `x` [B, H, W, C] and the fakes (initialises both networks).
+
+        `example_keys` is unused (the noise z is an input); kept for the model contract.
+        """
+        del example_keys
         fake = self.generate(z, train=train)
         return GANOutput(fake, self.discriminate(x, train=train), self.discriminate(fake, train=train))

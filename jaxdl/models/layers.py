@@ -8,7 +8,8 @@ whether the batch sits on one device or is split over eight.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -40,27 +41,51 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
         raise ValueError(f"Unknown activation {name!r}; choose one of {sorted(ACTIVATIONS)}.") from None
 
 
-def layer_keys(keys: jax.Array, layer: int) -> jax.Array:
-    """Folds a layer number into each example's key: typed keys [B] -> [B]."""
-    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, layer)
+def site_id(path: Sequence[str]) -> int:
+    """The uint32 number a dropout layer folds into each example's key when it names none itself.
+
+    The first four bytes (big-endian) of the SHA-1 of the layer's module path
+    followed by the integer 1: the number flax's `make_rng` folds into a
+    module's first draw, so a layer at the path of an `nn.Dropout` draws the
+    masks that `nn.Dropout` drew when the model was applied to one example at
+    a time with that example's key as its "dropout" rng.
+    """
+    digest = hashlib.sha1()
+    for part in path:
+        digest.update(part.encode("utf-8"))
+    digest.update((1).to_bytes(1, "big"))
+    return int.from_bytes(digest.digest()[:4], "big")
 
 
-class ExampleDropout(nn.Module):
+def site_keys(example_keys: jax.Array, site: int) -> jax.Array:
+    """Folds a dropout site's number into each example's key: typed keys [B] -> [B]."""
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(example_keys, jnp.uint32(site))
+
+
+class Dropout(nn.Module):
     """Inverted dropout whose mask comes from one PRNG stream per example.
+
+    Every jaxdl model drops units with this layer (see `jaxdl.models.contract`):
+    example b's mask is drawn from `fold_in(example_keys[b], site)`, so a step
+    drops the same units whether the batch sits on one device or is split
+    over eight, and whatever the batch's order.
 
     Attributes:
       rate: probability of zeroing a unit, in [0, 1).
+      site: the number folded into each example's key; None: `site_id` of the
+        layer's module path.
     """
 
     rate: float
+    site: int | None = None
 
     @nn.compact
-    def __call__(self, x: jax.Array, keys: jax.Array | None, *, deterministic: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, example_keys: jax.Array | None, *, deterministic: bool) -> jax.Array:
         """x [B, ...] -> x with units zeroed with probability `rate` and the rest scaled by 1 / (1 - rate).
 
         Args:
           x: activations [B, ...].
-          keys: typed key array [B], one stream per example (unused when deterministic).
+          example_keys: typed key array [B], one stream per example (unused when deterministic).
           deterministic: identity when True (evaluation).
 
         Raises:
@@ -68,11 +93,18 @@ class ExampleDropout(nn.Module):
         """
         if deterministic or self.rate == 0.0:
             return x
-        if keys is None:
+        if example_keys is None:
             raise ValueError("Dropout in training needs per-example keys: call the model with example_keys=[B] keys.")
-        keep = 1.0 - self.rate
-        mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)  # [B, ...]
-        return jnp.where(mask, x / keep, jnp.zeros_like(x))
+        keys = site_keys(example_keys, site_id(self.path) if self.site is None else self.site)
+        return drop(keys, x, self.rate)
+
+
+def drop(keys: jax.Array, x: jax.Array, rate: float) -> jax.Array:
+    """Zeroes each unit of x [B, ...] with probability `rate` (row b's mask from keys[b]), scales the rest by
+    1 / (1 - rate)."""
+    keep = 1.0 - rate
+    mask = jax.vmap(lambda k: jax.random.bernoulli(k, keep, x.shape[1:]))(keys)  # [B, ...]
+    return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
 def batch_norm(*, train: bool, momentum: float, axis_name: str | None, **kwargs: Any) -> nn.BatchNorm:

@@ -24,8 +24,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import ExampleDropout, activation_fn, batch_norm, layer_keys
 from jaxdl.errors import require_positive
+from jaxdl.models.layers import Dropout, activation_fn, batch_norm
 
 Dtype = Any
 
@@ -87,8 +87,7 @@ class MLP(nn.Module):
                 )(h)
             h = act(h)
             self.sow("intermediates", "activations", h)  # [B, width]; kept only if "intermediates" is mutable
-            if self.dropout_rate > 0.0:
-                keys = None if example_keys is None else layer_keys(example_keys, i)
-                h = ExampleDropout(self.dropout_rate)(h, keys, deterministic=not train)
+            if self.dropout_rate > 0.0:  # sites numbered by layer
+                h = Dropout(self.dropout_rate, site=i)(h, example_keys, deterministic=not train)
         out = nn.Dense(self.num_outputs, dtype=self.dtype, param_dtype=self.param_dtype, name="output")(h)  # [B, O]
         return out.astype(jnp.float32)

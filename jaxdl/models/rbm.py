@@ -5,7 +5,7 @@ products of experts by minimizing contrastive divergence", Neural Computation
 14(8)) or persistent CD (Tieleman 2008, "Training restricted Boltzmann
 machines using approximations to the likelihood gradient", ICML). The
 training rules live in `jaxdl.tasks.rbm`; annealed importance sampling of the
-partition function in `jaxdl.metrics.ais`.
+partition function in `jaxdl.evaluators.ais`.
 
 Model, with binary visible v in {0,1}^V and hidden h in {0,1}^H:
   E(v, h) = -b.v - c.h - v.W.h
@@ -22,6 +22,7 @@ Shapes:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -110,7 +111,7 @@ def log_partition_exact(params: Params, *, chunk: int = 4096) -> jax.Array:
     over 2^H hidden vectors, `chunk` at a time.
 
     Raises:
-      ValueError: H > 24 (use `jaxdl.metrics.ais` instead).
+      ValueError: H > 24 (use `jaxdl.evaluators.ais` instead).
     """
     num_hidden = params["W"].shape[1]
     if num_hidden > 24:
@@ -128,6 +129,39 @@ def log_partition_exact(params: Params, *, chunk: int = 4096) -> jax.Array:
     return jax.nn.logsumexp(jax.lax.map(block, starts))
 
 
+def mean_field_reconstruction(params: Params, v: jax.Array) -> jax.Array:
+    """sigmoid(b + W sigmoid(c + v.W)): [B, V] -> [B, V] probabilities."""
+    return jax.nn.sigmoid(visible_logits(params, jax.nn.sigmoid(hidden_logits(params, v))))
+
+
+def pseudo_log_likelihood(params: Params, v: jax.Array, keys: jax.Array) -> jax.Array:
+    """Stochastic pseudo-log-likelihood V log sigmoid(F(v~) - F(v)), v~ = v with one random bit flipped.
+
+    Args:
+      v: [B, V] binary.
+      keys: typed key array [B], the choice of bit per row.
+
+    Returns:
+      [B] nats, an unbiased estimate of sum_i log p(v_i | v_-i).
+    """
+    num_visible = v.shape[-1]
+    bit = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_visible))(keys)  # [B]
+    flip = jax.nn.one_hot(bit, num_visible, dtype=v.dtype)
+    flipped = v + flip - 2.0 * v * flip
+    return num_visible * jax.nn.log_sigmoid(free_energy(params, flipped) - free_energy(params, v))
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def sample_visible_means(params: Params, num_chains: int, steps: int) -> jax.Array:
+    """Samples of the model for pictures: p(v = 1 | h) [num_chains, V] after `steps` Gibbs sweeps from
+    v ~ Bernoulli(sigmoid(b)), with key 0 (the same draws for the same parameters)."""
+    key = jax.random.key(0)
+    v0 = bernoulli(jax.random.fold_in(key, 0), jnp.broadcast_to(params["b"], (num_chains, params["b"].shape[0])))
+    v, _ = gibbs_chain(params, v0, jax.random.fold_in(key, 1), steps)
+    h = bernoulli(jax.random.fold_in(key, 2), hidden_logits(params, v))
+    return jax.nn.sigmoid(visible_logits(params, h))
+
+
 class RBM(nn.Module):
     """Holds the RBM's parameters; calling it gives the hidden-unit probabilities (features).
 
@@ -135,6 +169,7 @@ class RBM(nn.Module):
       num_hidden: H.
       init_scale: standard deviation of the initial weights (0.01 as in
         Hinton 2010, "A practical guide to training RBMs", UTML TR 2010-003).
+      axis_name: unused (no batch norm); the model contract's collective axis.
       param_dtype: storage dtype of the parameters.
 
     Visible biases start at 0 here; `jaxdl.tasks.rbm` sets them to the
@@ -143,6 +178,7 @@ class RBM(nn.Module):
 
     num_hidden: int = 500
     init_scale: float = 0.01
+    axis_name: str | None = None
     param_dtype: Any = jnp.float32
 
     def __post_init__(self):
@@ -150,12 +186,13 @@ class RBM(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool = False, example_keys: jax.Array | None = None) -> jax.Array:
         """x [B, ...] in [0, 1] (flattened to [B, V]) -> p(h = 1 | x) [B, H] float32.
 
-        `train` is unused (the RBM's update is not a gradient of this output); kept for the model contract.
+        `train` and `example_keys` are unused (the RBM's update is not a gradient of this output and draws
+        nothing here); kept for the model contract.
         """
-        del train
+        del train, example_keys
         v = x.reshape(x.shape[0], -1).astype(jnp.float32)  # [B, V]
         num_visible = v.shape[-1]
         params = {

@@ -10,7 +10,9 @@ biases 0, LayerNorm eps 1e-5, exact (erf) GELU.
 Attention goes through `jax.nn.dot_product_attention`, which picks a fused
 kernel where the backend has one (cuDNN flash attention on GPU for bf16). When
 training with `dropout_rate > 0` attention is written out instead, so that
-dropout can act on the attention probabilities as in nanoGPT.
+dropout can act on the attention probabilities as in nanoGPT. Dropout follows
+the model contract (`jaxdl.models.contract`): one stream per example
+(`example_keys`), each layer's mask folded from its module path.
 
 `decode=True` turns on Flax's autoregressive cache (collection "cache"): init
 the model on a [B, max_len] array to size the cache, then call it on chunks of
@@ -32,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.errors import require_positive
+from jaxdl.models.layers import Dropout, drop, site_id, site_keys
 
 Dtype = Any
 
@@ -62,7 +65,7 @@ class CausalSelfAttention(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
         batch, length, width = x.shape
         if width % self.num_heads:
             raise ValueError(f"embed_dim={width} is not divisible by num_heads={self.num_heads}.")
@@ -89,24 +92,29 @@ class CausalSelfAttention(nn.Module):
                 causal = False
 
         if train and self.dropout_rate > 0.0:
-            y = _attention_with_dropout(q, k, v, mask, self.dropout_rate, self.make_rng("dropout"))
+            if example_keys is None:
+                raise ValueError(
+                    "Dropout in training needs per-example keys: call the model with example_keys=[B] keys."
+                )
+            keys = site_keys(example_keys, site_id(self.path))  # [B], this layer's own streams
+            y = _attention_with_dropout(q, k, v, mask, self.dropout_rate, keys)
         else:
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)  # [B, T, N, H]
         y = nn.DenseGeneral(
             width, axis=(-2, -1), use_bias=self.use_bias, kernel_init=_normal(self.out_std),
             dtype=self.dtype, param_dtype=self.param_dtype, name="out",
         )(y)  # [B, T, D]
-        return nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        return Dropout(self.dropout_rate)(y, example_keys, deterministic=not train)
 
 
-def _attention_with_dropout(q, k, v, mask, rate: float, key: jax.Array) -> jax.Array:
-    """softmax(q k^T / sqrt(H)) with causal/cache mask and dropout on the probabilities, times v."""
+def _attention_with_dropout(q, k, v, mask, rate: float, keys: jax.Array) -> jax.Array:
+    """softmax(q k^T / sqrt(H)) with causal/cache mask and dropout on the probabilities (example b's mask
+    from keys[b]), times v."""
     scores = jnp.einsum("btnh,bsnh->bnts", q, k).astype(jnp.float32) / math.sqrt(q.shape[-1])  # [B, N, T, S]
     if mask is None:
         mask = jnp.tril(jnp.ones((q.shape[1], k.shape[1]), bool))[None, None]
     probs = jax.nn.softmax(jnp.where(mask, scores, -jnp.inf), axis=-1)
-    keep = jax.random.bernoulli(key, 1.0 - rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - rate), 0.0).astype(v.dtype)
+    probs = drop(keys, probs, rate).astype(v.dtype)
     return jnp.einsum("bnts,bsnh->btnh", probs, v)
 
 
@@ -121,14 +129,14 @@ class MLP(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
         width = x.shape[-1]
         h = nn.Dense(self.mlp_ratio * width, use_bias=self.use_bias, kernel_init=_normal(_INIT_STD),
                      dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x)  # [B, T, 4D]
         h = nn.gelu(h, approximate=False)
         h = nn.Dense(width, use_bias=self.use_bias, kernel_init=_normal(self.out_std),
                      dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(h)  # [B, T, D]
-        return nn.Dropout(self.dropout_rate, deterministic=not train)(h)
+        return Dropout(self.dropout_rate)(h, example_keys, deterministic=not train)
 
 
 class Block(nn.Module):
@@ -144,14 +152,15 @@ class Block(nn.Module):
     param_dtype: Dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
         common = dict(dropout_rate=self.dropout_rate, use_bias=self.use_bias, out_std=self.out_std,
                       dtype=self.dtype, param_dtype=self.param_dtype)
         norm = dict(epsilon=1e-5, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype)
         x = x + CausalSelfAttention(self.num_heads, decode=self.decode, name="attn", **common)(
-            nn.LayerNorm(name="ln_1", **norm)(x), train=train
+            nn.LayerNorm(name="ln_1", **norm)(x), train=train, example_keys=example_keys
         )
-        return x + MLP(self.mlp_ratio, name="mlp", **common)(nn.LayerNorm(name="ln_2", **norm)(x), train=train)
+        h = nn.LayerNorm(name="ln_2", **norm)(x)
+        return x + MLP(self.mlp_ratio, name="mlp", **common)(h, train=train, example_keys=example_keys)
 
 
 class Transformer(nn.Module):
@@ -164,7 +173,8 @@ class Transformer(nn.Module):
       mlp_ratio: MLP width / D.
       dropout_rate: on embeddings, attention probabilities and residual branches (training only).
       use_bias: biases in Dense and LayerNorm layers (nanoGPT's `bias`).
-      decode: autoregressive mode with a key/value cache.
+      decode: autoregressive mode with a key/value cache (set by `cached`, never a setting).
+      axis_name: unused (no batch norm); the model contract's collective axis.
       dtype: compute dtype (e.g. bfloat16 on GPU/TPU); param_dtype: storage dtype.
     """
 
@@ -177,8 +187,18 @@ class Transformer(nn.Module):
     dropout_rate: float = 0.2
     use_bias: bool = False
     decode: bool = False
+    axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
+
+    @property
+    def context_length(self) -> int:
+        """The longest window the model reads, tokens (`max_len`)."""
+        return self.max_len
+
+    def cached(self) -> Transformer:
+        """This model with its key/value cache on (see the module docstring and `jaxdl.sampling`)."""
+        return self.clone(decode=True)
 
     def __post_init__(self):
         require_positive(
@@ -188,13 +208,15 @@ class Transformer(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, tokens: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
         """Next-token logits.
 
         Args:
           tokens: int [B, T] token ids in [0, V); T <= max_len (in decode mode:
             tokens cached so far + T <= max_len, which is not checked under jit).
-          train: apply dropout (needs a "dropout" rng); eval is deterministic.
+          train: apply dropout; eval is deterministic.
+          example_keys: typed key array [B], each example's dropout stream
+            (needed only when training with dropout_rate > 0).
 
         Returns:
           float32 [B, T] x V logits: position t predicts token t + 1.
@@ -217,11 +239,12 @@ class Transformer(nn.Module):
         pos_embed = nn.Embed(self.max_len, self.embed_dim, embedding_init=_normal(_INIT_STD),
                              dtype=self.dtype, param_dtype=self.param_dtype, name="wpe")
         x = embed(tokens) + pos_embed(positions)[None]  # [B, T, D]
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate)(x, example_keys, deterministic=not train)
         out_std = _INIT_STD / math.sqrt(2 * self.num_layers)
         for i in range(self.num_layers):
             x = Block(self.num_heads, self.mlp_ratio, self.dropout_rate, self.use_bias, self.decode, out_std,
-                      dtype=self.dtype, param_dtype=self.param_dtype, name=f"block_{i}")(x, train=train)
+                      dtype=self.dtype, param_dtype=self.param_dtype, name=f"block_{i}")(
+                x, train=train, example_keys=example_keys)
         x = nn.LayerNorm(epsilon=1e-5, use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
                          name="ln_f")(x)
         return embed.attend(x).astype(jnp.float32)  # [B, T, V], tied with the input embedding

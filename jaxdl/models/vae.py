@@ -202,6 +202,7 @@ class VAE(nn.Module):
       architecture: "mlp" (Burda et al. 2016) or "conv".
       activation: name of the hidden nonlinearity ("tanh", "relu", ...).
       image_shape: (H, W, C) of the data.
+      axis_name: unused (no batch norm); the model contract's collective axis.
       dtype: compute dtype; param_dtype: storage dtype of the parameters.
     """
 
@@ -211,6 +212,7 @@ class VAE(nn.Module):
     architecture: str = "mlp"
     activation: str = "tanh"
     image_shape: Sequence[int] = (28, 28, 1)
+    axis_name: str | None = None
     dtype: Dtype = jnp.float32
     param_dtype: Dtype = jnp.float32
 
@@ -232,18 +234,24 @@ class VAE(nn.Module):
         """z [..., Z] -> Bernoulli logits [..., H, W, C] float32."""
         return self.decoder(z).astype(jnp.float32)
 
-    def __call__(self, x: jax.Array, key: jax.Array, *, train: bool = True) -> VAEOutput:
+    def __call__(self, x: jax.Array, *, train: bool = True, example_keys: jax.Array | None = None) -> VAEOutput:
         """Encodes, samples z by reparameterization, decodes.
 
         Args:
           x: [B, H, W, C] float in [0, 1] (binary for a Bernoulli likelihood).
-          key: typed PRNG key, scalar or [B] (see `reparameterize`).
           train: unused (no dropout or batch norm); kept for the model contract.
+          example_keys: the latent stream: typed keys [B], one per example, or
+            one scalar key (see `reparameterize`).
 
         Returns:
           VAEOutput with recon_logits [B, H, W, C], mu, logvar and z [B, Z].
+
+        Raises:
+          ValueError: no `example_keys` (z is always sampled).
         """
         del train
+        if example_keys is None:
+            raise ValueError("The VAE samples z: call it with example_keys (typed keys [B], or one key).")
         mu, logvar = self.encode(x)
-        z = reparameterize(key, mu, logvar)
+        z = reparameterize(example_keys, mu, logvar)
         return VAEOutput(self.decode(z), mu, logvar, z)

@@ -48,7 +48,8 @@ import optax
 from jaxdl.data.augment import normalize, random_crop
 from jaxdl.models.airbench import whitening_kernel
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts
-from jaxdl.tasks.classification import ClassificationTask, apply_model, init_variables, model_inputs
+from jaxdl.tasks.classification import ClassificationTask
+from jaxdl.tasks.supervised import apply_model, init_variables, model_inputs
 from jaxdl.training.parallel import example_keys, pmean
 from jaxdl.training.state import TrainState
 

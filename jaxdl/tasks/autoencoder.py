@@ -13,19 +13,10 @@ pixels. Evaluation also reports `mse` (per pixel, intensities in [0, 1]) and
 `psnr` = 10 log10(1 / mse_i) in dB, averaged over images, for the
 reconstruction and, with noise, for the noisy input (`psnr_noisy`).
 
-The final evaluation measures what the issue's claims rest on, on the
-evaluation split, with scikit-learn:
-
-* dimensionality reduction: k-nearest-neighbour accuracy in the Z-dimensional
-  code space (`knn_accuracy`) beside PCA with Z components fitted on the same
-  training images (`pca_knn_accuracy`), and both reconstruction errors
-  (`mse`, `pca_mse`);
-* anomaly detection (`anomaly_class` set): the training split keeps only the
-  other classes; each test image is scored by its reconstruction error and
-  `anomaly_auc` is the ROC AUC of that score for "is of `anomaly_class`"
-  and `anomaly_detection_at_5pct` the share of anomalies flagged at 5% false
-  alarms, beside PCA's reconstruction error at the same Z (`pca_anomaly_*`);
-  computed by `jaxdl.metrics.anomaly`, as for the ADFA-LD detectors.
+The final evaluation compares the codes with PCA at the same width
+(`jaxdl.evaluators.codes`): k-NN accuracy in code space, PCA's reconstruction
+error and, with `anomaly_class` set (the training split then keeps only the
+other classes), the ROC of the reconstruction error as an anomaly score.
 
 Randomness: training noise comes from per-example streams folded from the
 step; evaluation noise from `eval_noise_seed` and the example index, so every
@@ -41,20 +32,19 @@ from __future__ import annotations
 import functools
 import pathlib
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.metrics import anomaly
+from jaxdl.evaluators.codes import Codes
 from jaxdl.models.autoencoder import Autoencoder
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 from jaxdl.viz.images import save_image_grid
-from jaxdl.viz.scatter import save_scatter_panels
 
 NOISES = ("none", "gaussian", "masking")
 LOSSES = ("bce", "mse")
@@ -97,13 +87,6 @@ def psnr(mse: jax.Array) -> jax.Array:
     return -10.0 * jnp.log10(jnp.maximum(mse, 1e-10))
 
 
-class AutoencoderContext(NamedTuple):
-    """What `AutoencoderTask.prepare` fits: PCA on the (normal) training images at the code's width, or None
-    when no baseline is asked for (the fitted scikit-learn object is not changed afterwards)."""
-
-    pca: Any
-
-
 class AutoencoderTask(Task):
     """Trains an `Autoencoder` to reconstruct clean images; evaluates against PCA.
 
@@ -114,8 +97,7 @@ class AutoencoderTask(Task):
       noise_level: Gaussian standard deviation (intensity units, images in [0, 1])
         or masking probability.
       eval_noise_seed: seed of the evaluation corruption.
-      knn_neighbors: k of the k-NN classifier in code space (0 skips k-NN and PCA).
-      knn_train_examples: training examples the k-NN and PCA are fitted on (None: all).
+      knn_neighbors, knn_train_examples: the comparison with PCA's (`jaxdl.evaluators.codes.Codes`).
       anomaly_class: label treated as anomalous: removed from the training
         split, scored on the test split (None: no anomaly detection).
       num_images: test images shown in the reconstruction picture.
@@ -154,9 +136,9 @@ class AutoencoderTask(Task):
         self.noise = noise
         self.noise_level = noise_level
         self.eval_noise_seed = eval_noise_seed
-        self.knn_neighbors = knn_neighbors
-        self.knn_train_examples = knn_train_examples
         self.anomaly_class = anomaly_class
+        self.codes = Codes(model.code_dim, knn_neighbors=knn_neighbors, knn_train_examples=knn_train_examples,
+                           anomaly_class=anomaly_class)
         self.num_images = num_images
         self.progress_unit = (
             "reconstruction cross-entropy (nats per image)" if loss == "bce" else "squared error (sum over pixels)"
@@ -180,13 +162,7 @@ class AutoencoderTask(Task):
             if not keep.any():
                 raise ValueError(f"task.anomaly_class={self.anomaly_class} leaves no training example.")
             train = {k: v[keep] for k, v in train.items()}
-        pca = None
-        if self.knn_neighbors or self.anomaly_class is not None or (self.model.code_dim == 2 and "label" in eval):
-            from sklearn.decomposition import PCA
-
-            x = _flat(train["image"][: self.knn_train_examples])
-            pca = PCA(n_components=self.model.code_dim, svd_solver="randomized", random_state=0).fit(x)
-        return Prepared(train, eval, AutoencoderContext(pca))
+        return Prepared(train, eval, self.codes.fit(train, eval))
 
     def init_state(
         self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
@@ -252,51 +228,10 @@ class AutoencoderTask(Task):
             sums["psnr_noisy_sum"] = jnp.sum(psnr(per_image_mse(x_in, x)) * mask)
         return psum(sums, axis_name)
 
-    def _anomaly_scores(self, params, prepared: Prepared) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """Per test image reconstruction MSE [N] of the autoencoder and of PCA, with the anomaly labels [N]."""
-        images = prepared.eval["image"]
-        _, recon = _encode_decode_all(self.model, params, images)
-        flat = _flat(images)
-        pca = prepared.context.pca
-        labels = prepared.eval["label"] == self.anomaly_class
-        return {
-            "autoencoder": (np.square(recon.reshape(len(images), -1) - flat).mean(-1), labels),
-            "pca": (np.square(pca.inverse_transform(pca.transform(flat)) - flat).mean(-1), labels),
-        }
-
     def final_evaluation(self, evaluate, state: TrainState, prepared: Prepared) -> dict[str, float]:
-        """k-NN accuracy in code space vs PCA, PCA reconstruction MSE, anomaly ROC AUC (see module docstring).
-
-        ROC AUC and the detection rate at 5% false alarms come from `jaxdl.metrics.anomaly`, the
-        evaluation code shared with the ADFA-LD intrusion detectors.
-        """
+        """The codes against PCA (`jaxdl.evaluators.codes.Codes.metrics`)."""
         del evaluate
-        from sklearn.neighbors import KNeighborsClassifier
-
-        train_split, eval_split = prepared.train, prepared.eval
-        metrics: dict[str, float] = {}
-        has_labels = "label" in train_split and "label" in eval_split
-        if self.knn_neighbors or self.anomaly_class is not None:
-            flat = _flat(eval_split["image"])
-            pca = prepared.context.pca
-            pca_eval = pca.transform(flat)
-            metrics["eval/pca_mse"] = float(np.square(pca.inverse_transform(pca_eval) - flat).mean())
-        if self.knn_neighbors and has_labels:
-            codes_eval, _ = _encode_decode_all(self.model, state.params, eval_split["image"], decode=False)
-            train = {k: v[: self.knn_train_examples] for k, v in train_split.items()}
-            codes_train, _ = _encode_decode_all(self.model, state.params, train["image"], decode=False)
-            pca_train = pca.transform(_flat(train["image"]))
-            spaces = {"knn": (codes_train, codes_eval), "pca_knn": (pca_train, pca_eval)}
-            for name, (fit_on, score_on) in spaces.items():
-                knn = KNeighborsClassifier(n_neighbors=self.knn_neighbors).fit(fit_on, train["label"])
-                metrics[f"eval/{name}_accuracy"] = float(knn.score(score_on, eval_split["label"]))
-        if self.anomaly_class is not None:
-            for name, (scores, labels) in self._anomaly_scores(state.params, prepared).items():
-                prefix = "eval/" if name == "autoencoder" else f"eval/{name}_"
-                fpr, tpr, _ = anomaly.roc_curve(scores, labels)
-                metrics[f"{prefix}anomaly_auc"] = anomaly.roc_auc(scores, labels)
-                metrics[f"{prefix}anomaly_detection_at_5pct"] = anomaly.detection_at_false_alarm(fpr, tpr, 0.05)
-        return metrics
+        return self.codes.metrics(self.model, state.params, prepared.train, prepared.eval, prepared.context)
 
     def write_artifacts(
         self, state: TrainState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
@@ -311,54 +246,9 @@ class AutoencoderTask(Task):
         recon = _reconstruct(self.model, state.params, x_in)
         rows = [x, x_in, recon] if self.noise != "none" else [x, recon]
         save_image_grid(run_dir / "reconstructions" / f"epoch_{epoch:03d}.png", np.concatenate(rows), columns=n)
-        if self.model.code_dim == 2 and "label" in eval_arrays and prepared.context.pca is not None:
-            codes, _ = _encode_decode_all(self.model, state.params, eval_arrays["image"], decode=False)
-            projection = prepared.context.pca.transform(_flat(eval_arrays["image"]))
-            save_scatter_panels(
-                run_dir / "codes" / f"epoch_{epoch:03d}.png",
-                [(f"autoencoder codes (Z=2), epoch {epoch}", codes), ("PCA, first 2 components", projection)],
-                eval_arrays["label"],
-            )
-        if self.anomaly_class is not None:
-            curves = {}
-            for name, (scores, labels) in self._anomaly_scores(state.params, prepared).items():
-                fpr, tpr, _ = anomaly.roc_curve(scores, labels)
-                curves[f"{name} (AUC {anomaly.roc_auc(scores, labels):.3f})"] = (fpr, tpr)
-            anomaly.plot_roc(run_dir / "roc" / f"epoch_{epoch:03d}.png", curves,
-                             title=f"reconstruction error: class {self.anomaly_class} vs the rest")
-
-
-def _flat(images: np.ndarray) -> np.ndarray:
-    """uint8 [N, H, W, C] -> float32 [N, D] in [0, 1]."""
-    return images.reshape(len(images), -1).astype(np.float32) / 255.0
+        self.codes.write(self.model, state.params, eval_arrays, prepared.context, run_dir, epoch)
 
 
 @functools.partial(jax.jit, static_argnums=0)
 def _reconstruct(model: Autoencoder, params, x: jax.Array) -> jax.Array:
     return jax.nn.sigmoid(model.apply({"params": params}, x, train=False).recon_logits)
-
-
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _encode_decode(model: Autoencoder, params, images: jax.Array, decode: bool) -> tuple[jax.Array, jax.Array | None]:
-    x = images.astype(jnp.float32) / 255.0
-    if not decode:
-        return model.apply({"params": params}, x, method=Autoencoder.encode), None
-    out = model.apply({"params": params}, x, train=False)
-    return out.code, jax.nn.sigmoid(out.recon_logits)
-
-
-def _encode_decode_all(
-    model: Autoencoder, params, images: np.ndarray, *, decode: bool = True, chunk: int = 1000
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Codes [N, Z] and (with `decode`) reconstructions [N, H, W, C] in [0, 1] of uint8 images,
-    on one device, `chunk` images at a time."""
-    codes, recons = [], []
-    for start in range(0, len(images), chunk):
-        part = images[start : start + chunk]
-        if len(part) < chunk and len(images) > chunk:  # pad the last chunk: one compiled shape
-            part = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
-        code, recon = jax.device_get(_encode_decode(model, params, jnp.asarray(part), decode))
-        codes.append(code)
-        recons.append(recon)
-    n = len(images)
-    return np.concatenate(codes)[:n], (np.concatenate(recons)[:n] if decode else None)

@@ -1,30 +1,25 @@
 """Classification objective: softmax cross-entropy, accuracy, per-class accuracy.
 
-Works with any model that maps inputs [B, ...] to logits [B, K] with the
-signature `model(x, *, train)`; images or vectors. Two optional model features
-are handled:
+Works with any model of the model contract (`jaxdl.models.contract`) that
+maps inputs [B, ...] to logits [B, K]; images or vectors. Batch norm and
+dropout are handled as the contract has them:
 
 * batch norm: the model's `batch_stats` collection lives in
   `TrainState.batch_stats`; training updates the running averages
-  (`mutable=["batch_stats"]`) and evaluation uses them. A model with an
-  `axis_name` field (e.g. `jaxdl.models.mlp.MLP`) is cloned with the step's
-  axis so its batch statistics are those of the global batch; the updated
-  running averages are `pmean`ed in every case so the device copies agree.
-* dropout: a model whose `__call__` takes `example_keys` receives one PRNG
-  stream per example (the same draws on 1 or N devices); models using flax's
-  `nn.Dropout` get a `dropout` rng folded from the step and the device.
+  (`mutable=["batch_stats"]`) and evaluation uses them. In a mapped training
+  step the model is cloned with the step's `axis_name`, so its batch
+  statistics are those of the global batch; the updated running averages are
+  `pmean`ed so the device copies agree.
+* dropout: the model receives one PRNG stream per example (`example_keys`),
+  so a step draws the same masks on 1 or N devices.
 
 Units: `loss` is the cross-entropy in nats per example (mean over the global
 batch), `accuracy` a fraction in [0, 1]. With `label_smoothing` the training
 loss is the cross-entropy against smoothed targets (Szegedy et al. 2016,
 arXiv:1512.00567); evaluation always reports the plain cross-entropy.
 
-Test-time augmentation (`tta_level`, airbench's levels; Jordan 2024,
-arXiv:2404.00498): 1 averages the logits of each test image and its mirror
-image, 2 also those of the image translated by one pixel up-left and
-down-right (reflect padding), weighted 1/2 untranslated and 1/4 each shift
-(6 views). Per-epoch evaluation stays un-augmented; the final evaluation adds
-`eval/tta_accuracy`.
+Test-time augmentation (`tta_level`; `jaxdl.evaluators.tta`): per-epoch
+evaluation stays un-augmented; the final evaluation adds `eval/tta_accuracy`.
 
 Data: batches hold the input under `input_key` (uint8 images in 0..255 are
 scaled to [0, 1]; float arrays are used as they are), integer labels in
@@ -33,7 +28,6 @@ scaled to [0, 1]; float arrays are used as they are), integer labels in
 
 from __future__ import annotations
 
-import inspect
 import functools
 import pathlib
 from collections.abc import Mapping, Sequence
@@ -47,72 +41,12 @@ import optax
 
 from jaxdl.data.augment import Augmentation, normalize
 from jaxdl.data.augment import augment as augment_images
+from jaxdl.evaluators import tta
 from jaxdl.tasks.base import Batch, Metrics, Prepared, Task
+from jaxdl.tasks.supervised import apply_model, init_variables, model_inputs
 from jaxdl.training import diagnostics
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
-
-
-def model_inputs(batch: Batch, key: str) -> jax.Array:
-    """The model input of a batch as float32: uint8 images scaled from 0..255 to [0, 1]."""
-    x = batch[key]
-    if x.dtype == jnp.uint8:
-        return x.astype(jnp.float32) / 255.0
-    return x.astype(jnp.float32)
-
-
-def takes_example_keys(model: nn.Module) -> bool:
-    """Whether `model.__call__` accepts per-example dropout keys (`example_keys=`)."""
-    return "example_keys" in inspect.signature(type(model).__call__).parameters
-
-
-def init_variables(model: nn.Module, key: jax.Array, x: jax.Array) -> tuple[Any, Any]:
-    """Initialises `model` on inputs shaped like `x` [1, ...]; returns (params, batch_stats or None)."""
-    variables = model.init({"params": key, "dropout": key}, x, train=False)
-    return variables["params"], variables.get("batch_stats")
-
-
-def apply_model(
-    model: nn.Module,
-    params: Any,
-    batch_stats: Any,
-    x: jax.Array,
-    *,
-    train: bool,
-    keys: jax.Array | None = None,
-    dropout_key: jax.Array | None = None,
-    axis_name: str | None = None,
-) -> tuple[jax.Array, Any]:
-    """Applies a supervised model in training or evaluation mode.
-
-    Args:
-      model: module with `__call__(x, *, train[, example_keys])`.
-      params, batch_stats: the model's variables (batch_stats None without batch norm).
-      x: [B, ...] float inputs.
-      train: training mode (batch statistics, dropout).
-      keys: typed key array [B], per-example dropout streams (training only).
-      dropout_key: typed scalar key for models using flax's `nn.Dropout`.
-      axis_name: mapped axis of the step (None when unmapped).
-
-    Returns:
-      (outputs [B, ...], batch_stats): in training the updated running
-      averages, `pmean`ed over `axis_name`; otherwise the input batch_stats.
-    """
-    if train and axis_name is not None and hasattr(model, "axis_name"):
-        model = model.clone(axis_name=axis_name)
-    variables = {"params": params}
-    if batch_stats is not None:
-        variables["batch_stats"] = batch_stats
-    kwargs = {"example_keys": keys} if takes_example_keys(model) and train else {}
-    rngs = None
-    if train and dropout_key is not None:
-        if axis_name is not None:
-            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
-        rngs = {"dropout": dropout_key}
-    if train and batch_stats is not None:
-        out, updates = model.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"], **kwargs)
-        return out, pmean(updates["batch_stats"], axis_name)
-    return model.apply(variables, x, train=train, rngs=rngs, **kwargs), batch_stats
 
 
 class ClassificationTask(Task):
@@ -131,7 +65,7 @@ class ClassificationTask(Task):
       class_names: names for the confusion-matrix picture (default: 0..K-1).
       label_smoothing: training targets (1 - a) * one_hot + a / K (0: none).
       tta_level: test-time augmentation of the final evaluation (0 none,
-        1 mirror, 2 mirror and translate; see the module docstring).
+        1 mirror, 2 mirror and translate; `jaxdl.evaluators.tta`).
     """
 
     default_metric = "eval/accuracy"
@@ -155,8 +89,7 @@ class ClassificationTask(Task):
     ):
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"task.label_smoothing={label_smoothing} must be in [0, 1).")
-        if tta_level not in (0, 1, 2):
-            raise ValueError(f"task.tta_level={tta_level}; choose 0 (none), 1 (mirror) or 2 (mirror and translate).")
+        tta.check_level(tta_level)
         if num_classes < 2:
             raise ValueError(f"task.num_classes={num_classes} must be at least 2.")
         if (normalize_mean is None) != (normalize_std is None):
@@ -207,10 +140,9 @@ class ClassificationTask(Task):
           (loss, (per-example loss [B], logits [B, K], updated batch_stats)).
         """
         x = self.inputs(batch, jax.random.fold_in(key, 2))
-        dropout_key = jax.random.fold_in(key, 1)
         keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
         logits, batch_stats = apply_model(
-            self.model, params, batch_stats, x, train=True, keys=keys, dropout_key=dropout_key, axis_name=axis_name
+            self.model, params, batch_stats, x, train=True, keys=keys, axis_name=axis_name
         )
         loss = self.train_loss(logits, batch[self.label_key])  # [B]
         return loss.mean(), (loss, logits, batch_stats)
@@ -256,19 +188,14 @@ class ClassificationTask(Task):
             state.params, state.batch_stats, batch, step_key, axis_name=axis_name
         )
         grads = pmean(grads, axis_name)
-        model = self.model
-        if axis_name is not None and hasattr(model, "axis_name"):
-            model = model.clone(axis_name=axis_name)
+        model = self.model if axis_name is None else self.model.clone(axis_name=axis_name)
         variables = {"params": state.params}
         if state.batch_stats is not None:
             variables["batch_stats"] = state.batch_stats
-        kwargs = {}
-        if takes_example_keys(model):
-            kwargs["example_keys"] = example_keys(jax.random.fold_in(step_key, 0), batch["index"])
+        keys = example_keys(jax.random.fold_in(step_key, 0), batch["index"])
         x = self.inputs(batch, jax.random.fold_in(step_key, 2))
         _, collections = model.apply(
-            variables, x, train=True, rngs={"dropout": jax.random.fold_in(step_key, 1)},
-            mutable=["intermediates", "batch_stats"], **kwargs,
+            variables, x, train=True, example_keys=keys, mutable=["intermediates", "batch_stats"]
         )
         return diagnostics.summarize(grads, collections.get("intermediates"), axis_name=axis_name)
 
@@ -277,35 +204,13 @@ class ClassificationTask(Task):
         out, _ = apply_model(self.model, state.params, state.batch_stats, x, train=False)
         return out
 
-    def tta_logits(self, state: TrainState, x: jax.Array, level: int) -> jax.Array:
-        """Evaluation-mode logits [B, K] of `x` [B, H, W, C] averaged over airbench's test-time views.
-
-        level 0: x itself; 1: mean over x and its mirror; 2: 1/2 the level-1 logits of x plus 1/4 those of
-        x shifted one pixel up-left and 1/4 down-right (reflect padding), i.e. 6 views.
-        """
-
-        def mirrored(images):
-            if level == 0:
-                return self.logits(state, images)
-            return 0.5 * self.logits(state, images) + 0.5 * self.logits(state, images[:, :, ::-1])
-
-        logits = mirrored(x)
-        if level < 2:
-            return logits
-        h, w = x.shape[1:3]
-        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect")  # [B, H + 2, W + 2, C]
-        shifted = 0.5 * mirrored(padded[:, :h, :w]) + 0.5 * mirrored(padded[:, 2 : h + 2, 2 : w + 2])
-        return 0.5 * logits + 0.5 * shifted
-
     def tta_eval_step(
         self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
     ) -> Metrics:
         """`correct_sum` and `count` of the `tta_level` test-time-augmented predictions (sums over valid examples)."""
         del key
-        logits = self.tta_logits(state, self.inputs(batch), self.tta_level)
-        mask = batch["mask"].astype(jnp.float32)
-        correct = (jnp.argmax(logits, -1) == batch[self.label_key]) * mask
-        return psum({"correct_sum": jnp.sum(correct), "count": mask.sum()}, axis_name)
+        logits = tta.tta_logits(functools.partial(self.logits, state), self.inputs(batch), self.tta_level)
+        return tta.correct_sums(logits, batch[self.label_key], batch["mask"], axis_name)
 
     def eval_step(
         self, state: TrainState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
@@ -341,8 +246,7 @@ class ClassificationTask(Task):
         metrics = {f"eval/class_{k}_accuracy": float(a) for k, a in enumerate(per_class)}
         metrics["eval/worst_class_accuracy"] = float(per_class.min())
         if self.tta_level:
-            totals = evaluate(self.tta_eval_step)
-            metrics["eval/tta_accuracy"] = float(totals["correct_sum"]) / float(totals["count"])
+            metrics["eval/tta_accuracy"] = tta.accuracy(evaluate(self.tta_eval_step))
         return metrics
 
     def write_artifacts(

@@ -5,15 +5,9 @@ game; the DCGAN recipe (Radford et al. 2016, arXiv:1511.06434): Adam with
 learning rate 2e-4 and beta1 0.5 for both networks, batch norm, noise
 z ~ N(0, I) (the paper draws it uniformly; a Gaussian is the common choice).
 
-Losses (`LOSSES`; D's scores are logits for the first two, raw values otherwise):
-  non_saturating (default) and minimax: Goodfellow et al. 2014, section 3;
-  least_squares: Mao et al. 2017, "Least Squares Generative Adversarial
-    Networks" (arXiv:1611.04076), eq. 2 with a = 0, b = c = 1;
-  hinge: Lim & Ye 2017, "Geometric GAN" (arXiv:1705.02894);
-  wgan_gp: Gulrajani et al. 2017, "Improved Training of Wasserstein GANs"
-    (arXiv:1704.00028), with the gradient penalty lambda * (||grad D(x_hat)|| - 1)^2
-    on random interpolates x_hat; it needs a discriminator without batch norm
-    (`model.discriminator_norm=layer`).
+Losses: `jaxdl.tasks.gan_losses.LOSSES` (non_saturating by default, minimax,
+least_squares, hinge, wgan_gp with its gradient penalty, which needs a
+discriminator without batch norm: `model.discriminator_norm=layer`).
 
 One training step (`train_step`) makes `n_critic` discriminator updates and
 then one generator update, on the same global batch of real images (each D
@@ -36,7 +30,7 @@ al. 2018 (arXiv:1710.10196); the game itself (both updates, D's metrics) uses
 the current generator. `sample(..., averaged=False)` gives the current one.
 The average never feeds back into training, so one run scores both. For this
 DCGAN on MNIST (20 epochs, decay 0.999) the average scored worse than the
-current generator (FID 61.9 against 58.9; conf/recipe/gan.yaml), hence off.
+current generator (FID 61.9 against 58.9; conf/model/gan.yaml), hence off.
 
 Random streams, folded from the loop's key and the step: for D update i the
 noise `fold(step, i)` and (WGAN-GP) the interpolation weight `fold(step, i) + 1`,
@@ -62,12 +56,10 @@ FID. `index` int32 [B]; for evaluation `mask` bool [B].
 
 from __future__ import annotations
 
-import functools
 import pathlib
-from collections.abc import Callable, Mapping
-from typing import Any, NamedTuple
+from collections.abc import Mapping
+from typing import Any
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,150 +67,11 @@ import optax
 
 from jaxdl.models.gan import DCGAN
 from jaxdl.tasks.base import Batch, Metrics, Prepared, Task
+from jaxdl.tasks.gan_losses import LOSSES, gradient_penalty, neighbour_distance
+from jaxdl.tasks.gan_state import GANState, apply_network, sample_images
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 from jaxdl.viz.images import save_image_grid
-
-
-def ns_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
-    """Discriminator cross-entropy -log D(x) - log(1 - D(G(z))) (Goodfellow et al. 2014, eq. 1).
-
-    Args:
-      real, fake: [B] logits of D on real and on generated images (pairs by row).
-
-    Returns:
-      [B] float32 nats, softplus(-real) + softplus(fake); the task averages it.
-    """
-    return jax.nn.softplus(-real) + jax.nn.softplus(fake)
-
-
-def ns_g_loss(fake: jax.Array) -> jax.Array:
-    """Non-saturating generator loss -log D(G(z)) = softplus(-fake) (Goodfellow et al. 2014, section 3). [B] -> [B] nats."""
-    return jax.nn.softplus(-fake)
-
-
-def minimax_g_loss(fake: jax.Array) -> jax.Array:
-    """Minimax generator loss log(1 - D(G(z))) = -softplus(fake) (Goodfellow et al. 2014, eq. 1). [B] -> [B] nats."""
-    return -jax.nn.softplus(fake)
-
-
-def ls_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
-    """LSGAN discriminator loss 1/2 (D(x) - 1)^2 + 1/2 D(G(z))^2 (Mao et al. 2017, eq. 2, a = 0, b = 1). [B], [B] -> [B]."""
-    return 0.5 * jnp.square(real - 1.0) + 0.5 * jnp.square(fake)
-
-
-def ls_g_loss(fake: jax.Array) -> jax.Array:
-    """LSGAN generator loss 1/2 (D(G(z)) - 1)^2 (Mao et al. 2017, eq. 2, c = 1). [B] -> [B]."""
-    return 0.5 * jnp.square(fake - 1.0)
-
-
-def hinge_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
-    """Hinge discriminator loss max(0, 1 - D(x)) + max(0, 1 + D(G(z))) (Lim & Ye 2017). [B], [B] -> [B]."""
-    return jax.nn.relu(1.0 - real) + jax.nn.relu(1.0 + fake)
-
-
-def wasserstein_d_loss(real: jax.Array, fake: jax.Array) -> jax.Array:
-    """Critic loss D(G(z)) - D(x) (Arjovsky et al. 2017; Gulrajani et al. 2017, algorithm 1, without the penalty). [B] -> [B]."""
-    return fake - real
-
-
-def wasserstein_g_loss(fake: jax.Array) -> jax.Array:
-    """Generator loss -D(G(z)) of WGAN and of the hinge GAN (Lim & Ye 2017). [B] -> [B]."""
-    return -fake
-
-
-def gradient_penalty(score_fn: Callable[[jax.Array], jax.Array], real: jax.Array, fake: jax.Array, eps: jax.Array) -> jax.Array:
-    """(||d score / d x_hat||_2 - 1)^2 at x_hat = eps x + (1 - eps) G(z) (Gulrajani et al. 2017, eq. 3).
-
-    Args:
-      score_fn: images [B, H, W, C] -> scores [B], with no interaction
-        between examples (no batch norm), so that the gradient of the summed
-        scores holds each example's own gradient.
-      real, fake: [B, H, W, C] images.
-      eps: [B] interpolation weights in [0, 1].
-
-    Returns:
-      [B] float32 penalties (multiply by lambda and average).
-    """
-    eps = eps.reshape(-1, *([1] * (real.ndim - 1)))
-    x_hat = eps * real + (1.0 - eps) * fake
-    grads = jax.grad(lambda x: score_fn(x).sum())(x_hat)  # [B, H, W, C]
-    norms = jnp.sqrt(jnp.sum(jnp.square(grads.reshape(grads.shape[0], -1)), axis=-1) + 1e-12)
-    return jnp.square(norms - 1.0)
-
-
-class GANLoss(NamedTuple):
-    """A loss of the GAN game: per-example D and G losses and D's decision threshold on its scores."""
-
-    d_loss: Callable[[jax.Array, jax.Array], jax.Array]
-    g_loss: Callable[[jax.Array], jax.Array]
-    threshold: float
-
-
-LOSSES: dict[str, GANLoss] = {
-    "non_saturating": GANLoss(ns_d_loss, ns_g_loss, 0.0),
-    "minimax": GANLoss(ns_d_loss, minimax_g_loss, 0.0),
-    "least_squares": GANLoss(ls_d_loss, ls_g_loss, 0.5),
-    "hinge": GANLoss(hinge_d_loss, wasserstein_g_loss, 0.0),
-    "wgan_gp": GANLoss(wasserstein_d_loss, wasserstein_g_loss, 0.0),
-}
-
-
-def neighbour_distance(images: jax.Array, weights: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
-    """Sum of L2 distances between each image and the next one in the batch, and the number of pairs.
-
-    Args:
-      images: [B, H, W, C] float.
-      weights: [B] 0/1 validity (None: all valid); a pair counts when both are valid.
-
-    Returns:
-      (distance sum, pair count): float32 scalars. Their ratio falls towards 0
-      when a generator repeats itself (mode collapse).
-    """
-    flat = images.reshape(images.shape[0], -1)
-    dist = jnp.sqrt(jnp.sum(jnp.square(flat - jnp.roll(flat, 1, axis=0)), axis=-1) + 1e-12)  # [B]
-    w = jnp.ones(flat.shape[0]) if weights is None else weights * jnp.roll(weights, 1)
-    return jnp.sum(dist * w), jnp.sum(w)
-
-
-class GANState(flax.struct.PyTreeNode):
-    """The state of both players.
-
-    Attributes:
-      step: int32 scalar, generator updates so far (the loop's step).
-      g: the generator's TrainState (params, batch_stats, opt_state, own step).
-      d: the discriminator's TrainState (its step counts D updates).
-      g_ema: the averaged generator {"params": ..., "batch_stats": ...} (same
-        structure as `g`'s), or None when the task's `ema_decay` is 0.
-    """
-
-    step: jax.Array
-    g: TrainState
-    d: TrainState
-    g_ema: dict[str, Any] | None = None
-
-    @property
-    def params(self) -> dict[str, Any]:
-        """Both networks' parameters, {"generator": ..., "discriminator": ...}."""
-        return {"generator": self.g.params, "discriminator": self.d.params}
-
-    def generator(self, averaged: bool = True) -> tuple[Any, Any]:
-        """(params, batch_stats) of the averaged generator when kept and `averaged`, else of the current one."""
-        if averaged and self.g_ema is not None:
-            return self.g_ema["params"], self.g_ema["batch_stats"]
-        return self.g.params, self.g.batch_stats
-
-
-def _variables(name: str, params: Any, batch_stats: Any) -> dict[str, Any]:
-    variables = {"params": {name: params}}
-    if batch_stats is not None:
-        variables["batch_stats"] = {name: batch_stats}
-    return variables
-
-
-def to_unit_range(images: jax.Array) -> jax.Array:
-    """Generator images in [-1, 1] -> pixel intensities in [0, 1] (the scale of the classifier and pictures)."""
-    return jnp.clip((images + 1.0) * 0.5, 0.0, 1.0)
 
 
 class GANTask(Task):
@@ -306,25 +159,13 @@ class GANTask(Task):
         g_ema = {"params": g.params, "batch_stats": g.batch_stats} if self.ema_decay > 0 else None
         return GANState(step=jnp.zeros((), jnp.int32), g=g, d=d, g_ema=g_ema)
 
-    def _model(self, train: bool, axis_name: str | None) -> DCGAN:
-        return self.model.clone(axis_name=axis_name) if train and axis_name is not None else self.model
-
     def generate(self, params, batch_stats, z: jax.Array, *, train: bool, axis_name: str | None = None):
         """G(z): [B, Z] -> ([B, H, W, C] images in [-1, 1], batch_stats updated in training, else unchanged)."""
-        return self._apply("generator", DCGAN.generate, params, batch_stats, z, train, axis_name)
+        return apply_network(self.model, "generator", params, batch_stats, z, train=train, axis_name=axis_name)
 
     def discriminate(self, params, batch_stats, x: jax.Array, *, train: bool, axis_name: str | None = None):
         """D(x): [B, H, W, C] in [-1, 1] -> ([B] scores, batch_stats updated in training, else unchanged)."""
-        return self._apply("discriminator", DCGAN.discriminate, params, batch_stats, x, train, axis_name)
-
-    def _apply(self, name: str, method, params, batch_stats, x: jax.Array, train: bool, axis_name: str | None):
-        """One network of the pair on x: (output, its batch_stats, updated and averaged over devices in training)."""
-        variables = _variables(name, params, batch_stats)
-        model = self._model(train, axis_name)
-        if train and batch_stats is not None:
-            out, updates = model.apply(variables, x, train=True, method=method, mutable=["batch_stats"])
-            return out, pmean(updates["batch_stats"][name], axis_name)
-        return model.apply(variables, x, train=train, method=method), batch_stats
+        return apply_network(self.model, "discriminator", params, batch_stats, x, train=train, axis_name=axis_name)
 
     def noise(self, key: jax.Array, index: jax.Array) -> jax.Array:
         """z ~ N(0, I) [B, Z], one stream per example (its dataset index)."""
@@ -433,19 +274,9 @@ class GANTask(Task):
     def sample(
         self, state: GANState, num: int, *, seed: int = 0, batch_size: int = 1000, averaged: bool = True
     ) -> np.ndarray:
-        """`num` generated images in evaluation mode, as float32 [num, H, W, C] in [0, 1] (host numpy).
-
-        Noise z ~ N(0, I) from `jax.random.key(seed)`; the same seed gives the same images.
-        `averaged`: from the averaged generator where the state keeps one (see the module
-        docstring), else from the current generator.
-        """
-        params, batch_stats = state.generator(averaged)
-        z = np.asarray(jax.random.normal(jax.random.key(seed), (num, self.model.latent_dim)))
-        out = [
-            np.asarray(_generate_unit(self.model, params, batch_stats, z[i : i + batch_size]))
-            for i in range(0, num, batch_size)
-        ]
-        return np.concatenate(out)
+        """`num` generated images, float32 [num, H, W, C] in [0, 1] (`jaxdl.tasks.gan_state.sample_images`):
+        from the averaged generator where the state keeps one and `averaged`, else from the current one."""
+        return sample_images(self.model, state, num, seed=seed, batch_size=batch_size, averaged=averaged)
 
     def write_artifacts(
         self, state: GANState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
@@ -458,9 +289,3 @@ class GANTask(Task):
         samples = pathlib.Path(run_dir) / "samples"
         save_image_grid(samples / f"epoch_{epoch:03d}.png", images)
         save_animation(samples / "progress.gif", sorted(samples.glob("epoch_*.png")))
-
-
-@functools.partial(jax.jit, static_argnums=0)
-def _generate_unit(model: DCGAN, params, batch_stats, z: jax.Array) -> jax.Array:
-    fake = model.apply(_variables("generator", params, batch_stats), z, train=False, method=DCGAN.generate)
-    return to_unit_range(fake)

@@ -20,22 +20,16 @@ device that owns slice c // (C / N), and the slices are all-gathered, so the
 chains, and hence the parameters, are the same on 1 and on N devices.
 
 Metrics, in nats or per image (the eval split is binarized once, the training
-split afresh at every use as in Salakhutdinov & Murray 2008):
-  `recon_error`: squared error between v and its mean-field reconstruction
-    sigmoid(b + W sigmoid(c + v.W)), summed over pixels.
-  `pll`: pseudo-log-likelihood sum_i log p(v_i | v_-i), estimated per image
-    by V log sigmoid(F(v with bit i flipped) - F(v)) with one random i (an
-    unbiased estimate; the stream is fixed by the loop's eval key).
-  `free_energy`, `free_energy_train`, `free_energy_gap`: mean F of held-out
-    images, of `free_energy_train_examples` training images (appended to the
-    eval split, flagged `held_out = False`, and excluded from every other
-    metric) and their difference; a growing gap signals overfitting (practical
-    guide, section 6).
-Final evaluation: `test_log_prob` = mean over held-out images of
--F(v) - log Z with log Z from AIS (`jaxdl.metrics.ais`; Salakhutdinov &
-Murray 2008), its +-3 standard-error interval, and the accuracy of a
-logistic-regression classifier on the hidden-unit probabilities beside the
-same classifier on the pixels (scikit-learn).
+split afresh at every use as in Salakhutdinov & Murray 2008): `recon_error`
+(squared error of the mean-field reconstruction, summed over pixels), `pll`
+(the pseudo-log-likelihood's one-bit estimate; its stream is fixed by the
+loop's eval key; both in `jaxdl.models.rbm`), and `free_energy`,
+`free_energy_train`, `free_energy_gap`: mean F of held-out images, of
+`free_energy_train_examples` training images (appended to the eval split,
+flagged `held_out = False`, and excluded from every other metric) and their
+difference; a growing gap signals overfitting (practical guide, section 6).
+Final evaluation: `test_log_prob` by AIS (`jaxdl.evaluators.ais`) and linear
+probes on hidden units and pixels (`jaxdl.evaluators.linear_probe`).
 
 Data: batches hold `image` uint8 [B, H, W, C] in 0..255, `label` (optional),
 `index` int32 [B] and, for evaluation, `mask` bool [B] (and `held_out`).
@@ -43,7 +37,6 @@ Data: batches hold `image` uint8 [B, H, W, C] in 0..255, `label` (optional),
 
 from __future__ import annotations
 
-import functools
 import pathlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -53,7 +46,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.metrics.ais import ais_log_partition, annealing_schedule, base_rate_bias
+from jaxdl.evaluators import linear_probe
+from jaxdl.evaluators.ais import AIS, base_rate_bias
+from jaxdl.data.binarize import binarize, binarize_once
 from jaxdl.models.rbm import (
     RBM,
     Params,
@@ -61,8 +56,10 @@ from jaxdl.models.rbm import (
     free_energy,
     gibbs_chain,
     hidden_logits,
+    mean_field_reconstruction,
+    pseudo_log_likelihood,
+    sample_visible_means,
     sufficient_statistics,
-    visible_logits,
 )
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
@@ -93,41 +90,6 @@ def cd_gradient(params: Params, v_data: jax.Array, v_model: jax.Array, *, weight
     grads = jax.tree.map(lambda neg, pos: neg - pos, negative, positive)
     grads["W"] = grads["W"] + weight_cost * params["W"]
     return grads
-
-
-def mean_field_reconstruction(params: Params, v: jax.Array) -> jax.Array:
-    """sigmoid(b + W sigmoid(c + v.W)): [B, V] -> [B, V] probabilities."""
-    return jax.nn.sigmoid(visible_logits(params, jax.nn.sigmoid(hidden_logits(params, v))))
-
-
-def pseudo_log_likelihood(params: Params, v: jax.Array, keys: jax.Array) -> jax.Array:
-    """Stochastic pseudo-log-likelihood V log sigmoid(F(v~) - F(v)), v~ = v with one random bit flipped.
-
-    Args:
-      v: [B, V] binary.
-      keys: typed key array [B], the choice of bit per row.
-
-    Returns:
-      [B] nats, an unbiased estimate of sum_i log p(v_i | v_-i).
-    """
-    num_visible = v.shape[-1]
-    bit = jax.vmap(lambda k: jax.random.randint(k, (), 0, num_visible))(keys)  # [B]
-    flip = jax.nn.one_hot(bit, num_visible, dtype=v.dtype)
-    flipped = v + flip - 2.0 * v * flip
-    return num_visible * jax.nn.log_sigmoid(free_energy(params, flipped) - free_energy(params, v))
-
-
-def binarize(keys: jax.Array, images: jax.Array) -> jax.Array:
-    """uint8 images [B, ...] -> binary float32 [B, V], pixel ~ Bernoulli(intensity / 255), one stream per row."""
-    probs = images.reshape(images.shape[0], -1).astype(jnp.float32) / 255.0
-    return jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(jnp.float32))(keys, probs)
-
-
-def _binarize_numpy(images: np.ndarray, seed: int) -> np.ndarray:
-    """One fixed binarization of uint8 images, as uint8 0/255 (host side)."""
-    rng = np.random.default_rng(seed)
-    probs = images.astype(np.float32) / 255.0
-    return (rng.random(probs.shape, dtype=np.float32) < probs).astype(np.uint8) * 255
 
 
 class RBMContext(NamedTuple):
@@ -198,9 +160,7 @@ class RBMTask(Task):
         self.binarize_train = binarize_train
         self.eval_binarize_seed = eval_binarize_seed
         self.free_energy_train_examples = free_energy_train_examples
-        self.ais_runs = ais_runs
-        self.ais_betas = ais_betas
-        self.ais_seed = ais_seed
+        self.ais = AIS(runs=ais_runs, betas=ais_betas, seed=ais_seed) if ais_betas else None
         self.feature_classifier = feature_classifier
         self.feature_classifier_train_examples = feature_classifier_train_examples
         self.num_sample_chains = num_sample_chains
@@ -221,13 +181,13 @@ class RBMTask(Task):
         del facts
         pixel_means = train["image"].reshape(len(train["image"]), -1).astype(np.float64).mean(0) / 255.0
         context = RBMContext(base_rate_bias(pixel_means, len(train["image"])))
-        held = {**eval, "image": _binarize_numpy(eval["image"], self.eval_binarize_seed)}
+        held = {**eval, "image": binarize_once(eval["image"], self.eval_binarize_seed)}
         held["held_out"] = np.ones(len(held["image"]), bool)
         n = min(self.free_energy_train_examples, len(train["image"]))
         if n == 0:
             return Prepared(train, held, context)
         extra = {k: train[k][:n] for k in held if k in train}
-        extra["image"] = _binarize_numpy(extra["image"], self.eval_binarize_seed + 1)
+        extra["image"] = binarize_once(extra["image"], self.eval_binarize_seed + 1)
         extra["held_out"] = np.zeros(n, bool)
         if set(extra) != set(held):
             raise KeyError(f"Train and eval splits have different features: {sorted(extra)} vs {sorted(held)}.")
@@ -266,7 +226,8 @@ class RBMTask(Task):
 
     def _data(self, batch: Batch, key: jax.Array) -> jax.Array:
         if self.binarize_train:
-            return binarize(example_keys(key, batch["index"]), batch["image"])
+            v = binarize(example_keys(key, batch["index"]), batch["image"])
+            return v.reshape(v.shape[0], -1)  # [B, V]
         return batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
 
     def train_step(
@@ -322,68 +283,20 @@ class RBMTask(Task):
             metrics["free_energy_gap"] = metrics["free_energy"] - metrics["free_energy_train"]
         return metrics
 
-    def final_eval_step(
-        self, state: RBMState, batch: Batch, key: jax.Array, *, context: Any = None, axis_name: str | None = None
-    ):
-        """Sum of -F(v) over held-out rows (for log p(v) = -F(v) - log Z)."""
-        del key
-        v = batch["image"].reshape(batch["image"].shape[0], -1).astype(jnp.float32) / 255.0
-        mask = batch["mask"].astype(jnp.float32)
-        if "held_out" in batch:
-            mask = mask * batch["held_out"].astype(jnp.float32)
-        sums = {"count": mask.sum(), "neg_free_energy_sum": -jnp.sum(free_energy(state.params, v) * mask)}
-        return psum(sums, axis_name)
-
-    def log_partition(self, params: Params, base: np.ndarray | None = None) -> dict[str, float]:
-        """AIS estimate of log Z (nats) and its +-3 standard-error interval from the base-rate biases
-        `base` [V] (the training pixels' log-odds; None: zeros)."""
-        if base is None:
-            base = np.zeros(params["W"].shape[0], np.float32)
-        betas = jnp.asarray(annealing_schedule(self.ais_betas))
-        result = _ais(jax.random.key(self.ais_seed), params, jnp.asarray(base), betas, self.ais_runs)
-        log_w = np.asarray(result.log_weights, np.float64)
-        weights = np.exp(log_w - log_w.max())
-        return {
-            "ais_log_z": float(result.log_z),
-            "ais_log_z_low": float(result.log_z_low),
-            "ais_log_z_high": float(result.log_z_high),
-            "ais_effective_runs": float(weights.sum() ** 2 / np.square(weights).sum()),
-        }
-
     def final_evaluation(self, evaluate, state: RBMState, prepared: Prepared) -> dict[str, float]:
-        """`eval/test_log_prob` by AIS (nats, with `_low`/`_high` from the log Z interval) and the
-        hidden-feature classifier's accuracy beside the pixel classifier's."""
-        metrics: dict[str, float] = {}
-        if self.ais_betas:
-            totals = evaluate(self.final_eval_step)
-            mean_neg_f = float(totals["neg_free_energy_sum"]) / float(totals["count"])
-            z = self.log_partition(state.params, prepared.context.base_bias)
-            metrics.update({f"eval/{k}": v for k, v in z.items()})
-            metrics["eval/test_log_prob"] = mean_neg_f - z["ais_log_z"]
-            metrics["eval/test_log_prob_low"] = mean_neg_f - z["ais_log_z_high"]
-            metrics["eval/test_log_prob_high"] = mean_neg_f - z["ais_log_z_low"]
+        """`eval/test_log_prob` by AIS (nats, with `_low`/`_high` from the log Z interval) and the linear
+        probes' accuracies on the hidden-unit probabilities and on the pixels."""
+        metrics = {} if self.ais is None else self.ais(evaluate, state, prepared.context.base_bias)
         if self.feature_classifier and "label" in prepared.train:
-            held = prepared.eval["held_out"]
-            test = {k: v[held] for k, v in prepared.eval.items()}
-            metrics.update(self._classifier_accuracies(state.params, prepared.train, test))
-        return metrics
-
-    def _classifier_accuracies(self, params: Params, train_split: Arrays, test_split: Arrays) -> dict[str, float]:
-        from sklearn.linear_model import LogisticRegression
-        from sklearn.preprocessing import StandardScaler
-        from sklearn.pipeline import make_pipeline
-
-        train = {k: v[: self.feature_classifier_train_examples] for k, v in train_split.items()}
-        v_train = _binarize_numpy(train["image"], self.eval_binarize_seed + 2).reshape(len(train["image"]), -1) / 255
-        v_test = test_split["image"].reshape(len(test_split["image"]), -1) / 255
-        metrics = {}
-        for name, (x_train, x_test) in {
-            "feature": (_hidden_probs(params, v_train), _hidden_probs(params, v_test)),
-            "pixel": (v_train.astype(np.float32), v_test.astype(np.float32)),
-        }.items():
-            classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=200, C=0.1))
-            classifier.fit(x_train, train["label"])
-            metrics[f"eval/{name}_classifier_accuracy"] = float(classifier.score(x_test, test_split["label"]))
+            train = {k: v[: self.feature_classifier_train_examples] for k, v in prepared.train.items()}
+            test = {k: v[prepared.eval["held_out"]] for k, v in prepared.eval.items()}
+            v_train = binarize_once(train["image"], self.eval_binarize_seed + 2).reshape(len(train["image"]), -1) / 255
+            v_test = test["image"].reshape(len(test["image"]), -1) / 255
+            features = {
+                "feature": tuple(linear_probe.in_chunks(_hidden_probs, state.params, v) for v in (v_train, v_test)),
+                "pixel": (v_train.astype(np.float32), v_test.astype(np.float32)),
+            }
+            metrics.update(linear_probe.accuracies(features, train["label"], test["label"]))
         return metrics
 
     def write_artifacts(
@@ -393,7 +306,7 @@ class RBMTask(Task):
         the base rate, the same draws every epoch) and `filters/epoch_NNN.png` (the first hidden units'
         weights, each scaled to [0, 1])."""
         shape = prepared.eval["image"].shape[1:]
-        samples = _long_chains(state.params, self.num_sample_chains, self.sample_gibbs_steps)
+        samples = sample_visible_means(state.params, self.num_sample_chains, self.sample_gibbs_steps)
         save_image_grid(run_dir / "samples" / f"epoch_{epoch:03d}.png", np.asarray(samples).reshape(-1, *shape))
         w = np.asarray(state.params["W"][:, : self.num_filters]).T  # [F, V]
         lo, hi = w.min(1, keepdims=True), w.max(1, keepdims=True)
@@ -401,31 +314,5 @@ class RBMTask(Task):
         save_image_grid(run_dir / "filters" / f"epoch_{epoch:03d}.png", filters.reshape(-1, *shape))
 
 
-@functools.partial(jax.jit, static_argnums=4)
-def _ais(key, params, base, betas, runs):
-    return ais_log_partition(key, params, base, betas, num_runs=runs)
-
-
-@jax.jit
-def _hidden_probs_chunk(params, v):
-    return jax.nn.sigmoid(hidden_logits(params, v))
-
-
-def _hidden_probs(params: Params, v: np.ndarray, chunk: int = 2000) -> np.ndarray:
-    """p(h = 1 | v) [N, H] float32 for binary v [N, V], `chunk` rows at a time on one device."""
-    out = []
-    for start in range(0, len(v), chunk):
-        part = v[start : start + chunk].astype(np.float32)
-        padded = np.concatenate([part, np.zeros((chunk - len(part), part.shape[1]), np.float32)])
-        out.append(np.asarray(_hidden_probs_chunk(params, jnp.asarray(padded)))[: len(part)])
-    return np.concatenate(out)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _long_chains(params: Params, num_chains: int, steps: int) -> jax.Array:
-    """p(v = 1 | h) [num_chains, V] after `steps` Gibbs sweeps from v ~ Bernoulli(sigmoid(b)), key 0."""
-    key = jax.random.key(0)
-    v0 = bernoulli(jax.random.fold_in(key, 0), jnp.broadcast_to(params["b"], (num_chains, params["b"].shape[0])))
-    v, _ = gibbs_chain(params, v0, jax.random.fold_in(key, 1), steps)
-    h = bernoulli(jax.random.fold_in(key, 2), hidden_logits(params, v))
-    return jax.nn.sigmoid(visible_logits(params, h))
+#: p(h = 1 | v) [N, H] of binary v [N, V], the features of the linear probe.
+_hidden_probs = jax.jit(lambda params, v: jax.nn.sigmoid(hidden_logits(params, v)))

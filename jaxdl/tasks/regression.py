@@ -15,8 +15,8 @@ evaluation split's own mean, as scikit-learn's `r2_score`).
 Data: batches hold float features [B, F] under `input_key`, float targets [B]
 or [B, T] under `target_key`, `index` int32 [B] and, for evaluation, `mask`
 bool [B]. The model is any `model(x, *, train)` giving [B, T] predictions
-(batch norm and per-example dropout are handled as in
-`jaxdl.tasks.classification`).
+(batch norm and per-example dropout are handled as the model contract has
+them, `jaxdl.tasks.supervised`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import numpy as np
 import optax
 
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
-from jaxdl.tasks.classification import apply_model, init_variables
+from jaxdl.tasks.supervised import apply_model, init_variables
 from jaxdl.training.parallel import example_keys, pmean, psum
 from jaxdl.training.state import TrainState
 
@@ -144,10 +144,7 @@ class RegressionTask(Task):
         """Mean squared error in standardized units; returns (loss, (per-example error [B], batch_stats))."""
         x = batch[self.input_key].astype(jnp.float32)
         keys = example_keys(jax.random.fold_in(key, 0), batch["index"])
-        pred, batch_stats = apply_model(
-            self.model, params, batch_stats, x, train=True, keys=keys, dropout_key=jax.random.fold_in(key, 1),
-            axis_name=axis_name,
-        )
+        pred, batch_stats = apply_model(self.model, params, batch_stats, x, train=True, keys=keys, axis_name=axis_name)
         sq = jnp.square(pred - self._targets(batch)).mean(-1)  # [B]
         return sq.mean(), (sq, batch_stats)
 

@@ -7,43 +7,70 @@ and of part of the attack traces (`data.supervised_attack_fraction`), each
 window labelled with its trace's class, by softmax cross-entropy (nats per
 window, mean over the valid windows of the global batch). A trace's score is
 the mean over its windows of P(attack), weighted by the window's calls, and
-is evaluated exactly as the language model's scores are: ROC on the
-validation-normal traces vs the attacks not used for training, a threshold
-calibrated on the held-out normal traces, per-family detection
-(`jaxdl.metrics.anomaly`). Knowing attacks in advance, it is not comparable to
-the unsupervised detectors on equal terms: it is the supervised reference.
+is evaluated exactly as the language model's scores are
+(`jaxdl.evaluators.traces`): ROC on the validation-normal traces vs the
+attacks not used for training, a threshold calibrated on the held-out normal
+traces, per-family detection. Knowing attacks in advance, it is not
+comparable to the unsupervised detectors on equal terms: it is the
+supervised reference.
 
 Batches: `tokens` int32 [B, T], `token_mask` bool [B, T], `label` int32 [B]
-(0 normal, 1 attack), `index` int32 [B]; eval batches also `mask` bool [B] and
-`group` int32 [B]. `eval/loss` is the cross-entropy over held-out normal
-windows (early stopping sees no attack).
+(0 normal, 1 attack), `index` int32 [B]; eval batches also `mask` bool [B]
+and `group` int32 [B]. `eval/loss` is the cross-entropy over held-out normal
+windows (early stopping sees no attack). Randomness: dropout only, one stream
+per example (`example_keys`); evaluation is deterministic.
 """
 
 from __future__ import annotations
 
+import pathlib
+from collections.abc import Mapping, Sequence
 from typing import Any
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from jaxdl.data.sequences import HOLDOUT
-from jaxdl.tasks.base import Batch, Metrics
-from jaxdl.tasks.language_model import LanguageModelTask, TraceTable, cross_entropy_update
+from jaxdl.evaluators import traces
+from jaxdl.evaluators.traces import TraceEvaluator, TraceTable, window_sums
+from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
+from jaxdl.tasks.cross_entropy import cross_entropy_metrics, cross_entropy_sums, cross_entropy_update
 from jaxdl.training.parallel import example_keys, psum
 from jaxdl.training.state import TrainState
 
 
-class TraceClassificationTask(LanguageModelTask):
+class TraceClassificationTask(Task):
     """Cross-entropy of a window's class; traces scored by their mean P(attack).
 
-    Args: those of `LanguageModelTask` (the text-sampling ones are unused).
+    Args:
+      model: a sequence classifier, `model(tokens, *, train, example_keys, token_mask)` -> logits [B, 2].
+      score, false_alarm_rate, family_names: the trace anomaly report's
+        (`jaxdl.evaluators.traces.TraceEvaluator`).
     """
 
     progress_unit = "cross-entropy (nats per window)"
 
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        score: str = "mean",
+        false_alarm_rate: float = 0.05,
+        family_names: Sequence[str] | None = None,
+    ):
+        self.traces = TraceEvaluator(score, false_alarm_rate, family_names)
+        self.model = model
+
     def required_features(self) -> tuple[str, ...]:
         return ("tokens", "token_mask", "label")
+
+    def prepare(self, train: Arrays, eval: Arrays, facts: RunFacts) -> Prepared:  # noqa: A002
+        """The context is the eval split's `TraceTable`; the names leave the batches."""
+        del facts
+        return Prepared(*traces.prepare(train, eval))
 
     def init_state(
         self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
@@ -55,14 +82,8 @@ class TraceClassificationTask(LanguageModelTask):
 
     def class_logits(self, params, batch: Batch, *, train: bool, keys: jax.Array | None = None) -> jax.Array:
         """[B, 2] logits; in training, dropout draws from keys [B], one stream per example."""
-        if not train or not getattr(self.model, "dropout_rate", 0.0):
-            return self.model.apply({"params": params}, batch["tokens"], train=False, token_mask=batch["token_mask"])
-
-        def one(key, tokens, mask):
-            return self.model.apply({"params": params}, tokens[None], train=True, token_mask=mask[None],
-                                    rngs={"dropout": key})[0]
-
-        return jax.vmap(one)(keys, batch["tokens"], batch["token_mask"])
+        return self.model.apply({"params": params}, batch["tokens"], train=train, example_keys=keys,
+                                token_mask=batch["token_mask"])
 
     @staticmethod
     def _window_weights(batch: Batch) -> jax.Array:
@@ -89,16 +110,22 @@ class TraceClassificationTask(LanguageModelTask):
         """Cross-entropy sums over held-out normal windows; per-window P(attack) x calls for the trace scores."""
         del key
         logits = self.class_logits(state.params, batch, train=False)
-        nll = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])  # [B]
-        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-        weights = self._window_weights(batch)
-        counted = weights * (batch["group"] == HOLDOUT)
-        sums = {"nll_sum": jnp.sum(nll * counted), "correct_sum": jnp.sum(correct * counted), "count": counted.sum()}
+        counted = self._window_weights(batch) * (batch["group"] == HOLDOUT)
+        sums = cross_entropy_sums(logits, batch["label"], counted)
         if context is not None:
-            num = len(context.window_trace)
             calls = batch["token_mask"].astype(jnp.float32).sum(1) * batch["mask"].astype(jnp.float32)  # [B]
             attack = jax.nn.softmax(logits)[:, 1]
-            slot = jnp.where(batch["mask"], batch["index"], num)
-            sums["window_nll_sum"] = jnp.zeros(num).at[slot].add(attack * calls, mode="drop")
-            sums["window_count"] = jnp.zeros(num).at[slot].add(calls, mode="drop")
+            sums.update(window_sums(context, batch, attack * calls, calls))
         return psum(sums, axis_name)
+
+    def summarize_eval(self, totals: Mapping[str, np.ndarray], context: TraceTable | None = None) -> dict[str, float]:
+        """eval/loss (nats per window) and accuracy over held-out normal windows (with `bpc` and
+        `perplexity` of that loss); the anomaly metrics of the trace scores."""
+        return {**cross_entropy_metrics(totals), **self.traces.summarize(totals, context)}
+
+    def write_artifacts(
+        self, state: TrainState, epoch: int, run_dir: pathlib.Path, prepared: Prepared, totals: Mapping[str, np.ndarray]
+    ) -> None:
+        """`roc.png`, `scores.csv`, `anomaly.json` of this evaluation."""
+        del epoch
+        self.traces.write_report(pathlib.Path(run_dir), int(state.step), totals, prepared.context)

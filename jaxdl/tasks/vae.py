@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl.data.binarize import binarize, binarize_once
 from jaxdl.models.vae import VAE, reparameterize
 from jaxdl.tasks.base import Arrays, Batch, Metrics, Prepared, RunFacts, Task
 from jaxdl.training.parallel import example_keys, pmean, psum
@@ -82,20 +83,6 @@ def gaussian_kl(mu: jax.Array, logvar: jax.Array) -> jax.Array:
 def gaussian_log_prob(z: jax.Array, mu: jax.Array, logvar: jax.Array) -> jax.Array:
     """log N(z; mu, diag(exp(logvar))) in nats, summed over the last axis."""
     return -0.5 * jnp.sum(_LOG_2PI + logvar + jnp.square(z - mu) * jnp.exp(-logvar), axis=-1)
-
-
-def binarize(key: jax.Array, images: jax.Array) -> jax.Array:
-    """Draws binary pixels ~ Bernoulli(images / 255) with one stream per example.
-
-    Args:
-      key: typed key array [B] (see `example_keys`).
-      images: uint8 [B, H, W, C].
-
-    Returns:
-      float32 [B, H, W, C] with values in {0, 1}.
-    """
-    probs = images.astype(jnp.float32) / 255.0
-    return jax.vmap(lambda k, p: jax.random.bernoulli(k, p).astype(jnp.float32))(key, probs)
 
 
 class VAETask(Task):
@@ -156,7 +143,8 @@ class VAETask(Task):
         compilation cache keeps it for the next run).
         """
         x = jnp.zeros((1, *example_batch["image"].shape[-3:]), jnp.float32)
-        variables = jax.jit(functools.partial(self.model.init, train=False))({"params": key}, x, jax.random.key(0))
+        init = jax.jit(functools.partial(self.model.init, train=False))
+        variables = init({"params": key}, x, example_keys=jax.random.key(0))
         return TrainState.create(apply_fn=self.model.apply, params=variables["params"], tx=tx)
 
     def _targets(self, batch: Batch, key: jax.Array, *, train: bool) -> jax.Array:
@@ -176,7 +164,7 @@ class VAETask(Task):
           (loss, aux): loss is the mean negative ELBO in nats per image; aux
           holds per-example `elbo`, `recon` and `kl` arrays [B].
         """
-        out = self.model.apply({"params": params}, x, keys, train=True)
+        out = self.model.apply({"params": params}, x, train=True, example_keys=keys)
         recon = bernoulli_nll(out.recon_logits, x)
         kl = gaussian_kl(out.mu, out.logvar)
         elbo = recon + kl
@@ -277,10 +265,7 @@ class VAETask(Task):
         """The eval split with its images binarized once from `eval_binarize_seed` (unchanged when None)."""
         if self.eval_binarize_seed is None:
             return arrays
-        rng = np.random.default_rng(self.eval_binarize_seed)
-        probs = arrays["image"].astype(np.float32) / 255.0
-        binary = (rng.random(probs.shape, dtype=np.float32) < probs).astype(np.uint8) * 255
-        return {**arrays, "image": binary}
+        return {**arrays, "image": binarize_once(arrays["image"], self.eval_binarize_seed)}
 
     def sample(self, state: TrainState, num: int, *, seed: int = 0, batch_size: int = 1000) -> np.ndarray:
         """`num` prior samples: Bernoulli means sigmoid(decoder logits) of z ~ N(0, I) drawn from key `seed`.

@@ -9,7 +9,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxdl.data import cifar10, sources
-from jaxdl.data.idx_images import RawFile, RawFileError, sha256sum
+from jaxdl.data.raw_files import RawFile, RawFileError, sha256sum
 
 
 def write_archive(path, n_train=3, n_test=2, seed=0):

@@ -11,7 +11,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from jaxdl.data import sources
-from jaxdl.data.idx_images import MnistIdx, RawFile, RawFileError, _IdxImageBuilder, read_idx
+from jaxdl.data.idx_images import MnistIdx, _IdxImageBuilder, read_idx
+from jaxdl.data.raw_files import RawFile, RawFileError
 from jaxdl.errors import SettingsError
 
 

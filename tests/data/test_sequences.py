@@ -1,19 +1,10 @@
-"""Windows of text and traces: every target scored once, views, holdout split, vocabulary."""
+"""Windows of text and traces: every target scored once, views, holdout split."""
 
 import numpy as np
 import pytest
 
 from jaxdl.data import sequences
 from jaxdl.data.sequences import ATTACK, BOS, HOLDOUT, TEST_NORMAL
-
-
-def test_text_round_trips_through_the_vocabulary():
-    vocabulary = "\n abc"
-    ids = sequences.encode_text("ab c\na", vocabulary)
-    np.testing.assert_array_equal(ids, [2, 3, 1, 4, 0, 2])
-    assert sequences.decode_text(ids, vocabulary) == "ab c\na"
-    with pytest.raises(ValueError, match=r"\['z'\]"):
-        sequences.encode_text("abz", vocabulary)
 
 
 def test_sliding_windows_are_views_of_next_token_pairs():

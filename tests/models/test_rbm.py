@@ -7,7 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdl.models.rbm import RBM, energy, free_energy, gibbs_chain, log_partition_exact
+from jaxdl.models.rbm import (
+    RBM,
+    energy,
+    free_energy,
+    gibbs_chain,
+    log_partition_exact,
+    mean_field_reconstruction,
+    pseudo_log_likelihood,
+)
 from jaxdl.training.parallel import example_keys
 
 
@@ -55,3 +63,25 @@ def test_long_gibbs_chains_sample_the_model_distribution():
     codes = np.asarray(v @ jnp.array([8.0, 4.0, 2.0, 1.0])).astype(int)
     empirical = np.bincount(codes, minlength=16) / 20000
     np.testing.assert_allclose(empirical, exact, atol=0.012)
+
+
+def test_pseudo_log_likelihood_is_unbiased_for_the_exact_one():
+    rng = np.random.default_rng(0)
+    params = {"W": jnp.asarray(rng.normal(0, 0.5, (6, 4)), jnp.float32),
+              "b": jnp.asarray(rng.normal(0, 0.5, 6), jnp.float32),
+              "c": jnp.asarray(rng.normal(0, 0.5, 4), jnp.float32)}
+    v = jnp.asarray([[1, 0, 1, 1, 0, 0]], jnp.float32)
+    exact = 0.0
+    for i in range(6):
+        flipped = v.at[0, i].set(1 - v[0, i])
+        exact += float(jax.nn.log_sigmoid(free_energy(params, flipped) - free_energy(params, v))[0])
+    estimates = pseudo_log_likelihood(params, jnp.tile(v, (6000, 1)), example_keys(jax.random.key(0), jnp.arange(6000)))
+    np.testing.assert_allclose(float(estimates.mean()), exact, rtol=0.03)
+
+
+def test_mean_field_reconstruction_is_the_expected_visible_of_the_expected_hidden():
+    params = random_params()
+    v = jnp.asarray([[1, 0, 1, 1, 0, 0]], jnp.float32)
+    h = jax.nn.sigmoid(params["c"] + v @ params["W"])
+    np.testing.assert_allclose(mean_field_reconstruction(params, v), jax.nn.sigmoid(params["b"] + h @ params["W"].T),
+                               rtol=1e-6)

@@ -72,10 +72,26 @@ def test_dropout_is_active_in_training_only():
     model = Transformer(**{**SMALL, "dropout_rate": 0.5})
     variables = init(model)
     tokens = jnp.ones((1, 8), jnp.int32)
-    a = model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(0)})
-    b = model.apply(variables, tokens, train=True, rngs={"dropout": jax.random.key(1)})
+    a = model.apply(variables, tokens, train=True, example_keys=jax.random.split(jax.random.key(0), 1))
+    b = model.apply(variables, tokens, train=True, example_keys=jax.random.split(jax.random.key(1), 1))
     assert not np.allclose(a, b)
     assert_close(model.apply(variables, tokens, train=False), model.apply(variables, tokens, train=False))
+    with pytest.raises(ValueError, match="example_keys"):
+        model.apply(variables, tokens, train=True)
+
+
+def test_dropout_masks_are_those_of_flax_dropout_applied_one_example_at_a_time():
+    # The model contract's per-example streams reproduce the masks of the former convention (flax's
+    # nn.Dropout, the model applied to each example with that example's key as its "dropout" rng).
+    model = Transformer(**{**SMALL, "dropout_rate": 0.3})
+    variables = init(model)
+    tokens = jax.random.randint(jax.random.key(1), (3, 12), 0, 11)
+    keys = jax.random.split(jax.random.key(2), 3)
+    batched = model.apply(variables, tokens, train=True, example_keys=keys)
+    for b in range(3):
+        alone = model.apply(variables, tokens[b : b + 1], train=True, example_keys=keys[b : b + 1])
+        assert_close(alone, batched[b : b + 1], rtol=1e-5, atol=1e-5)
+    assert model.context_length == 16 and model.cached().decode
 
 
 def test_too_long_input_is_refused():

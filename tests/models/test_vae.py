@@ -13,8 +13,8 @@ from jaxdl.tasks.vae import gaussian_kl, gaussian_log_prob
 def test_output_shapes_and_dtypes(architecture):
     model = VAE(architecture=architecture, latent_dim=8, hidden_dims=(32,), channels=(4, 8))
     x = jnp.zeros((5, 28, 28, 1))
-    variables = model.init(jax.random.key(0), x, jax.random.key(1))
-    out = model.apply(variables, x, jax.random.key(2))
+    variables = model.init(jax.random.key(0), x, example_keys=jax.random.key(1))
+    out = model.apply(variables, x, example_keys=jax.random.key(2))
     assert isinstance(out, VAEOutput)
     assert out.recon_logits.shape == (5, 28, 28, 1)
     assert out.mu.shape == out.logvar.shape == out.z.shape == (5, 8)
@@ -24,9 +24,9 @@ def test_output_shapes_and_dtypes(architecture):
 def test_bfloat16_compute_keeps_float32_params_and_outputs():
     model = VAE(latent_dim=4, hidden_dims=(16,), dtype=jnp.bfloat16)
     x = jnp.ones((2, 28, 28, 1))
-    variables = model.init(jax.random.key(0), x, jax.random.key(1))
+    variables = model.init(jax.random.key(0), x, example_keys=jax.random.key(1))
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables))
-    out = model.apply(variables, x, jax.random.key(2))
+    out = model.apply(variables, x, example_keys=jax.random.key(2))
     assert out.recon_logits.dtype == jnp.float32 and out.mu.dtype == jnp.float32
 
 
@@ -34,7 +34,7 @@ def test_default_parameter_count_matches_burda_architecture():
     # 784-200-200-50 encoder (mu and logvar heads) and 50-200-200-784 decoder.
     encoder = 784 * 200 + 200 + 200 * 200 + 200 + 2 * (200 * 50 + 50)
     decoder = 50 * 200 + 200 + 200 * 200 + 200 + 200 * 784 + 784
-    variables = VAE().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))
+    variables = VAE().init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), example_keys=jax.random.key(1))
     assert sum(p.size for p in jax.tree.leaves(variables)) == encoder + decoder == 425_284
 
 
@@ -76,4 +76,15 @@ def test_analytic_kl_matches_monte_carlo():
 
 def test_unknown_architecture_names_the_choices():
     with pytest.raises(ValueError, match="'mlp' or 'conv'"):
-        VAE(architecture="rnn").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jax.random.key(1))
+        VAE(architecture="rnn").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), example_keys=jax.random.key(1))
+
+
+def test_z_is_always_sampled_from_the_given_keys():
+    model = VAE(latent_dim=3, hidden_dims=(8,))
+    x = jnp.zeros((2, 28, 28, 1))
+    variables = model.init(jax.random.key(0), x, example_keys=jax.random.key(1))
+    with pytest.raises(ValueError, match="example_keys"):
+        model.apply(variables, x)
+    keys = jax.random.split(jax.random.key(2), 2)
+    np.testing.assert_array_equal(model.apply(variables, x, example_keys=keys).z,
+                                  model.apply(variables, x, train=False, example_keys=keys).z)

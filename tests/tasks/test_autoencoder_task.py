@@ -8,9 +8,12 @@ import pytest
 
 from jaxdl.models.autoencoder import Autoencoder
 from jaxdl.tasks.autoencoder import AutoencoderTask, corrupt, psnr
-from jaxdl.training import parallel
+from jaxdl.tasks.base import RunFacts
 from jaxdl.training.parallel import example_keys
 from tests.conftest import assert_close
+from tests.helpers import evaluate, run_steps
+
+FACTS = RunFacts(batch_size=16, epochs=1)
 
 SMALL = dict(code_dim=2, hidden_dims=(32,))
 
@@ -25,22 +28,8 @@ def blobs(n: int, seed: int = 0, classes: int = 3) -> dict[str, np.ndarray]:
     return {"image": image.astype(np.uint8), "label": label, "index": np.arange(n, dtype=np.int32)}
 
 
-def run_steps(task, tx, batch, devices, steps):
-    state = task.init_state(jax.random.key(0), tx, batch)
-    replicated = parallel.replicate(state, devices)
-    step = parallel.data_parallel(task.train_step, devices, donate_state=True)
-    sharded = parallel.shard(batch, len(devices))
-    for _ in range(steps):
-        replicated, metrics = step(replicated, sharded, jax.random.key(1))
-    return parallel.unreplicate(replicated), jax.device_get(metrics)
-
-
-def evaluate(task, state, arrays, devices=1):
-    devices = parallel.select_devices(devices)
-    batch = {**arrays, "mask": np.ones(len(arrays["index"]), bool)}
-    step = parallel.data_parallel(task.eval_step, devices)
-    out = step(parallel.replicate(state, devices), parallel.shard(batch, len(devices)), jax.random.key(0))
-    return task.summarize_eval(jax.device_get(jax.tree.map(lambda v: v[0], out)))
+def summary(task, state, arrays, devices=1):
+    return task.summarize_eval(evaluate(task, state, arrays, devices))
 
 
 def test_noise_levels_and_per_example_streams():
@@ -69,9 +58,9 @@ def test_bad_settings_fail_with_the_fix():
 def test_fixed_batch_is_overfit_and_denoising_beats_the_noisy_input():
     task = AutoencoderTask(Autoencoder(code_dim=8, hidden_dims=(64,)), loss="mse", noise="gaussian", noise_level=0.3)
     data = blobs(32)
-    before = evaluate(task, task.init_state(jax.random.key(0), optax.adam(3e-3), data), data)
-    state, _ = run_steps(task, optax.adam(3e-3), data, parallel.select_devices(1), steps=300)
-    after = evaluate(task, state, data)
+    before = summary(task, task.init_state(jax.random.key(0), optax.adam(3e-3), data), data)
+    state, _ = run_steps(task, optax.adam(3e-3), data, 1, steps=300)
+    after = summary(task, state, data)
     assert after["loss"] < 0.2 * before["loss"], (before, after)
     assert after["psnr"] > after["psnr_noisy"] + 3.0, after  # dB
 
@@ -79,33 +68,35 @@ def test_fixed_batch_is_overfit_and_denoising_beats_the_noisy_input():
 def test_one_and_eight_devices_give_the_same_parameters():
     task = AutoencoderTask(Autoencoder(**SMALL), noise="masking", noise_level=0.3)
     data = blobs(16)
-    one, m1 = run_steps(task, optax.sgd(0.05), data, parallel.select_devices(1), steps=3)
-    eight, m8 = run_steps(task, optax.sgd(0.05), data, parallel.select_devices(8), steps=3)
+    one, h1 = run_steps(task, optax.sgd(0.05), data, 1, steps=3)
+    eight, h8 = run_steps(task, optax.sgd(0.05), data, 8, steps=3)
     assert_close(eight.params, one.params, rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(m8["loss"][0], m1["loss"][0], rtol=1e-5)
+    np.testing.assert_allclose(h8[-1]["loss"][0], h1[-1]["loss"][0], rtol=1e-5)
 
 
 def test_final_evaluation_compares_codes_with_pca_and_writes_pictures(tmp_path):
     task = AutoencoderTask(Autoencoder(**SMALL), knn_neighbors=3)
-    train, test = task.prepare_train_split(blobs(96, 0)), task.prepare_eval_split(blobs(48, 1))
-    state, _ = run_steps(task, optax.adam(3e-3), train, parallel.select_devices(1), steps=200)
-    metrics = task.final_evaluation(None, state)
-    assert {"eval/knn_accuracy", "eval/pca_knn_accuracy", "eval/pca_mse"} <= set(metrics)
+    prepared = task.prepare(blobs(96, 0), blobs(48, 1), FACTS)
+    assert prepared.context.pca.n_components == 2  # fitted once, on the training images
+    state, _ = run_steps(task, optax.adam(3e-3), prepared.train, 1, steps=200, context=prepared.context)
+    metrics = task.final_evaluation(None, state, prepared)
+    assert set(metrics) == {"eval/knn_accuracy", "eval/pca_knn_accuracy", "eval/pca_mse"}
     assert metrics["eval/pca_knn_accuracy"] > 0.9 and metrics["eval/knn_accuracy"] > 0.9, metrics  # separable blobs
-    task.write_artifacts(state, 1, tmp_path, test)
+    task.write_artifacts(state, 1, tmp_path, prepared, {})
     assert (tmp_path / "codes" / "epoch_001.png").is_file()
     assert (tmp_path / "reconstructions" / "epoch_001.png").is_file()
 
 
 def test_anomaly_detection_trains_on_normal_classes_only_and_reports_auc(tmp_path):
     task = AutoencoderTask(Autoencoder(code_dim=4, hidden_dims=(64,)), anomaly_class=2, knn_neighbors=0)
-    train = task.prepare_train_split(blobs(120, 0))
+    prepared = task.prepare(blobs(120, 0), blobs(60, 1), FACTS)
+    train = prepared.train
     assert 2 not in set(train["label"]) and len(train["label"]) < 120
-    test = task.prepare_eval_split(blobs(60, 1))
-    state, _ = run_steps(task, optax.adam(3e-3), {k: v[:64] for k, v in train.items()}, parallel.select_devices(1), 300)
-    metrics = task.final_evaluation(None, state)
+    assert 2 in set(prepared.eval["label"])  # the anomalies stay in the evaluation split
+    state, _ = run_steps(task, optax.adam(3e-3), {k: v[:64] for k, v in train.items()}, 1, 300)
+    metrics = task.final_evaluation(None, state, prepared)
     # Squares in an unseen position reconstruct badly: the error separates them.
     assert metrics["eval/anomaly_auc"] > 0.9, metrics
     assert 0.0 <= metrics["eval/pca_anomaly_auc"] <= 1.0 and 0.0 <= metrics["eval/anomaly_detection_at_5pct"] <= 1.0
-    task.write_artifacts(state, 2, tmp_path, test)
+    task.write_artifacts(state, 2, tmp_path, prepared, {})
     assert (tmp_path / "roc" / "epoch_002.png").is_file()

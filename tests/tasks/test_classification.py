@@ -6,9 +6,11 @@ import optax
 import pytest
 
 from jaxdl.models.mlp import MLP
+from jaxdl.tasks.base import Prepared
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.training import parallel
 from tests.conftest import assert_close
+from tests.helpers import evaluate, evaluator, run_steps
 
 
 def make_batch(n: int = 16, seed: int = 0, classes: int = 4) -> dict[str, np.ndarray]:
@@ -18,31 +20,13 @@ def make_batch(n: int = 16, seed: int = 0, classes: int = 4) -> dict[str, np.nda
             "mask": np.ones(n, bool)}
 
 
-def run_steps(task, tx, batch, devices, steps: int, backend="shard_map"):
-    state = task.init_state(jax.random.key(0), tx, batch)
-    replicated = parallel.replicate(state, devices)
-    step = parallel.data_parallel(task.train_step, devices, backend=backend, donate_state=True)
-    sharded = parallel.shard({k: v for k, v in batch.items() if k != "mask"}, len(devices))
-    history = []
-    for _ in range(steps):
-        replicated, metrics = step(replicated, sharded, jax.random.key(1))
-        history.append(jax.device_get(metrics))
-    return parallel.unreplicate(replicated), history
-
-
-def evaluate(task, state, batch, devices):
-    step = parallel.data_parallel(task.eval_step, devices)
-    out = step(parallel.replicate(state, devices), parallel.shard(batch, len(devices)), jax.random.key(0))
-    return jax.device_get(jax.tree.map(lambda x: x[0], out))
-
-
 def test_one_step_gives_finite_metrics_and_eval_sums():
     task = ClassificationTask(MLP(hidden_dims=(16,), num_outputs=4), num_classes=4)
     batch = make_batch()
     state, history = run_steps(task, optax.adam(1e-3), batch, parallel.select_devices(1), steps=1)
     assert set(history[0]) == {"loss", "accuracy", "grad_norm"}
     assert all(np.isfinite(v).all() for v in history[0].values())
-    totals = evaluate(task, state, batch, parallel.select_devices(1))
+    totals = evaluate(task, state, batch)
     assert totals["count"] == 16 and totals["confusion"].shape == (4, 4) and totals["confusion"].sum() == 16
     metrics = task.summarize_eval(totals)
     assert 0.0 <= metrics["accuracy"] <= 1.0 and metrics["loss"] > 0
@@ -54,8 +38,8 @@ def test_padding_is_masked_out_of_the_sums():
     state = task.init_state(jax.random.key(0), optax.adam(1e-3), batch)
     padded = {k: np.concatenate([v, v[:8]]) for k, v in batch.items()}
     padded["mask"][8:] = False
-    one = evaluate(task, state, batch, parallel.select_devices(1))
-    two = evaluate(task, state, padded, parallel.select_devices(1))
+    one = evaluate(task, state, batch)
+    two = evaluate(task, state, padded)
     assert_close(two, one, rtol=1e-6)
 
 
@@ -94,9 +78,23 @@ def test_final_evaluation_reports_per_class_accuracy():
     task = ClassificationTask(MLP(hidden_dims=(16,), num_outputs=4), num_classes=4)
     batch = make_batch()
     state = task.init_state(jax.random.key(0), optax.adam(1e-3), batch)
-    metrics = task.final_evaluation(lambda step: evaluate(task, state, batch, parallel.select_devices(1)), state)
-    totals = evaluate(task, state, batch, parallel.select_devices(1))
+    metrics = task.final_evaluation(evaluator(task, state, batch), state, Prepared(batch, batch))
+    totals = evaluate(task, state, batch)
     per_class = [metrics[f"eval/class_{k}_accuracy"] for k in range(4)]
     counts = np.bincount(batch["label"], minlength=4)
     np.testing.assert_allclose(np.dot(per_class, counts) / 16, task.summarize_eval(totals)["accuracy"], rtol=1e-6)
     assert metrics["eval/worst_class_accuracy"] == min(per_class)
+
+
+def test_dropout_masks_follow_the_example_not_its_place_in_the_batch():
+    # Per-example streams: reversing the batch reverses the per-example losses and leaves the update alone.
+    task = ClassificationTask(MLP(hidden_dims=(32,), num_outputs=4, dropout_rate=0.5), num_classes=4)
+    batch = make_batch(8)
+    state = task.init_state(jax.random.key(0), optax.sgd(0.1), batch)
+    reversed_batch = {k: v[::-1] for k, v in batch.items()}
+    (_, (loss, _, _)) = task.loss_fn(state.params, None, batch, jax.random.key(3))
+    (_, (loss_reversed, _, _)) = task.loss_fn(state.params, None, reversed_batch, jax.random.key(3))
+    np.testing.assert_allclose(loss_reversed, loss[::-1], rtol=1e-6)
+    train = task.loss_fn(state.params, None, batch, jax.random.key(3))[1][0]
+    plain = task.loss_fn(state.params, None, batch, jax.random.key(4))[1][0]
+    assert not np.allclose(train, plain)  # another key, other masks: dropout is on

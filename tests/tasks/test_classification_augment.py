@@ -7,8 +7,8 @@ import optax
 
 from jaxdl.models.cnn import CNN
 from jaxdl.tasks.classification import ClassificationTask
-from jaxdl.training import parallel
 from tests.conftest import assert_close
+from tests.helpers import run_steps
 
 AUGMENT = {"crop_pad": 2, "crop_mode": "reflect", "flip": True, "cutout_size": 4}
 
@@ -34,16 +34,9 @@ def test_inputs_are_augmented_only_with_a_key():
 
 
 def test_augmented_step_is_the_same_on_one_and_eight_devices():
-    results = []
-    for n in (1, 8):
-        t, b = task(), batch()
-        devices = parallel.select_devices(n)
-        state = parallel.replicate(t.init_state(jax.random.key(0), optax.sgd(0.1), b), devices)
-        step = parallel.data_parallel(t.train_step, devices, donate_state=True)
-        for _ in range(3):
-            state, metrics = step(state, parallel.shard(b, n), jax.random.key(1))
-        results.append((parallel.unreplicate(state), jax.device_get(metrics)))
-    (one, m1), (eight, m8) = results
+    one, h1 = run_steps(task(), optax.sgd(0.1), batch(), 1, steps=3)
+    eight, h8 = run_steps(task(), optax.sgd(0.1), batch(), 8, steps=3)
+    m1, m8 = h1[-1], h8[-1]
     assert_close(eight.params, one.params, rtol=1e-4, atol=1e-5)
     assert_close(eight.batch_stats, one.batch_stats, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(m8["loss"][0], m1["loss"][0], rtol=1e-5)

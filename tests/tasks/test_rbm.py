@@ -1,18 +1,18 @@
 """RBM objective: the CD update against exact gradients, PCD chains, devices, metrics, AIS evaluation."""
 
-import itertools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from jaxdl.evaluators.ais import base_rate_bias, neg_free_energy_sums
 from jaxdl.models.rbm import RBM, free_energy, gibbs_chain, log_partition_exact
-from jaxdl.tasks.rbm import RBMTask, cd_gradient, pseudo_log_likelihood
-from jaxdl.training import parallel
+from jaxdl.tasks.base import RunFacts
+from jaxdl.tasks.rbm import RBMTask, cd_gradient
 from jaxdl.training.parallel import example_keys
 from tests.conftest import assert_close
+from tests.helpers import eval_batch, evaluate, run_steps
 
 PATTERNS = np.array([[1, 1, 0, 0] * 4, [0, 0, 1, 1] * 4, [1, 0] * 8, [0, 1] * 8], np.uint8)  # 4 patterns of 16 pixels
 
@@ -34,16 +34,8 @@ def exact_log_likelihood(params, v):
     return -free_energy(params, v) - log_partition_exact(params)
 
 
-def run_steps(task, tx, data, devices, steps):
-    state = task.init_state(jax.random.key(0), tx, data)
-    replicated = parallel.replicate(state, devices)
-    step = parallel.data_parallel(task.train_step, devices, donate_state=True)
-    sharded = parallel.shard(data, len(devices))
-    history = []
-    for _ in range(steps):
-        replicated, metrics = step(replicated, sharded, jax.random.key(1))
-        history.append(jax.device_get(metrics))
-    return parallel.unreplicate(replicated), history
+def prepare(task, train, test):
+    return task.prepare(train, test, RunFacts(batch_size=len(train["index"]), epochs=1))
 
 
 def test_cd_gradient_is_the_gradient_of_the_free_energy_difference():
@@ -74,21 +66,10 @@ def test_long_run_cd_matches_the_exact_log_likelihood_gradient():
     assert cd_error(1) > 0.05  # CD-1's bias shows at this size: the comparison above is not vacuous
 
 
-def test_pseudo_log_likelihood_is_unbiased_for_the_exact_one():
-    params = random_params()
-    v = jnp.asarray([[1, 0, 1, 1, 0, 0]], jnp.float32)
-    exact = 0.0
-    for i in range(6):
-        flipped = v.at[0, i].set(1 - v[0, i])
-        exact += float(jax.nn.log_sigmoid(free_energy(params, flipped) - free_energy(params, v))[0])
-    estimates = pseudo_log_likelihood(params, jnp.tile(v, (6000, 1)), example_keys(jax.random.key(0), jnp.arange(6000)))
-    np.testing.assert_allclose(float(estimates.mean()), exact, rtol=0.03)
-
-
 @pytest.mark.parametrize("persistent", [False, True])
 def test_one_step_gives_finite_metrics(persistent):
     task = RBMTask(RBM(num_hidden=8), cd_steps=2, persistent=persistent, num_chains=8)
-    state, history = run_steps(task, optax.sgd(0.1), pattern_data(8), parallel.select_devices(1), 1)
+    state, history = run_steps(task, optax.sgd(0.1), pattern_data(8), 1, 1)
     assert set(history[0]) == {"recon_error", "free_energy", "grad_norm"}
     assert all(np.isfinite(v).all() for v in history[0].values())
     assert (state.chains is not None) == persistent
@@ -99,10 +80,11 @@ def test_training_raises_the_exact_log_likelihood_of_the_data(persistent, learni
     # PCD needs the smaller rate: its chains must keep up with the weights (Tieleman 2008).
     task = RBMTask(RBM(num_hidden=8, init_scale=0.1), persistent=persistent, num_chains=128, weight_cost=0.0)
     data = pattern_data(32)
-    task.prepare_train_split(data)
+    context = prepare(task, data, data).context
     v = jnp.asarray(PATTERNS, jnp.float32)
     before = float(exact_log_likelihood(task.init_state(jax.random.key(0), optax.sgd(0.1), data).params, v).mean())
-    state, _ = run_steps(task, optax.sgd(learning_rate, momentum=0.5), data, parallel.select_devices(1), steps)
+    state, _ = run_steps(task, optax.sgd(learning_rate, momentum=0.5), data, 1, steps, context=context)
+    np.testing.assert_allclose(context.base_bias, base_rate_bias(np.full(16, 0.5), 32), rtol=1e-6)
     after = float(exact_log_likelihood(state.params, v).mean())
     # Four equally likely patterns: the best possible mean log-likelihood is log(1/4) = -1.39.
     assert before < -9.0 and after > -4.5, (before, after)
@@ -113,8 +95,8 @@ def test_one_and_eight_devices_give_the_same_parameters_and_chains(persistent):
     task = RBMTask(RBM(num_hidden=8), cd_steps=3, persistent=persistent, num_chains=16)
     data = pattern_data(16)
     data["image"][::3] //= 2  # grey pixels: binarization draws matter
-    one, h1 = run_steps(task, optax.sgd(0.1), data, parallel.select_devices(1), 3)
-    eight, h8 = run_steps(task, optax.sgd(0.1), data, parallel.select_devices(8), 3)
+    one, h1 = run_steps(task, optax.sgd(0.1), data, 1, 3)
+    eight, h8 = run_steps(task, optax.sgd(0.1), data, 8, 3)
     assert_close(eight.params, one.params, rtol=1e-5, atol=1e-6)
     if persistent:
         np.testing.assert_array_equal(eight.chains, one.chains)
@@ -124,16 +106,17 @@ def test_one_and_eight_devices_give_the_same_parameters_and_chains(persistent):
 def test_persistent_chains_must_split_over_devices():
     task = RBMTask(RBM(num_hidden=4), persistent=True, num_chains=12)
     with pytest.raises(ValueError, match="num_chains=12"):
-        run_steps(task, optax.sgd(0.1), pattern_data(8), parallel.select_devices(8), 1)
+        run_steps(task, optax.sgd(0.1), pattern_data(8), 8, 1)
 
 
 def test_eval_reports_the_free_energy_gap_on_appended_training_rows():
     task = RBMTask(RBM(num_hidden=8), free_energy_train_examples=5)
-    train = task.prepare_train_split(pattern_data(12))
-    evaluation = task.prepare_eval_split(pattern_data(8))
+    prepared = prepare(task, pattern_data(12), pattern_data(8))
+    evaluation = prepared.eval
     assert len(evaluation["image"]) == 13 and evaluation["held_out"].sum() == 8
-    state = task.init_state(jax.random.key(0), optax.sgd(0.1), train)
-    batch = {**evaluation, "index": np.arange(13, dtype=np.int32), "mask": np.ones(13, bool)}
+    state = task.init_state(jax.random.key(0), optax.sgd(0.1), prepared.train, prepared.context)
+    np.testing.assert_allclose(state.params["b"], prepared.context.base_bias)  # visible biases from the data
+    batch = eval_batch({**evaluation, "index": np.arange(13, dtype=np.int32)})
     metrics = task.summarize_eval(jax.device_get(task.eval_step(state, batch, jax.random.key(0))))
     v_held = jnp.asarray(evaluation["image"][:8].reshape(8, -1) / 255, jnp.float32)
     v_train = jnp.asarray(evaluation["image"][8:].reshape(5, -1) / 255, jnp.float32)
@@ -147,24 +130,22 @@ def test_eval_reports_the_free_energy_gap_on_appended_training_rows():
 def test_final_evaluation_ais_log_probability_and_feature_classifier(tmp_path):
     task = RBMTask(RBM(num_hidden=8, init_scale=0.1), weight_cost=0.0, ais_betas=3000, ais_runs=100,
                    free_energy_train_examples=4, num_sample_chains=4, sample_gibbs_steps=10, num_filters=8)
-    train = task.prepare_train_split(pattern_data(32))
-    evaluation = task.prepare_eval_split(pattern_data(16))
-    state, _ = run_steps(task, optax.sgd(0.1, momentum=0.5), train, parallel.select_devices(1), 200)
-    step = parallel.data_parallel(task.final_eval_step, parallel.select_devices(1))
-    batch = {**evaluation, "index": np.arange(20, dtype=np.int32), "mask": np.ones(20, bool)}
+    prepared = prepare(task, pattern_data(32), pattern_data(16))
+    evaluation = prepared.eval
+    state, _ = run_steps(task, optax.sgd(0.1, momentum=0.5), prepared.train, 1, 200, context=prepared.context)
+    batch = {**evaluation, "index": np.arange(20, dtype=np.int32)}
 
-    def evaluate(fn):
-        assert fn == task.final_eval_step
-        out = step(parallel.replicate(state, parallel.select_devices(1)), parallel.shard(batch, 1), jax.random.key(0))
-        return jax.device_get(jax.tree.map(lambda x: x[0], out))
+    def evaluator(fn):
+        assert fn is neg_free_energy_sums
+        return evaluate(task, state, batch, step_fn=fn, context=prepared.context)
 
-    metrics = task.final_evaluation(evaluate, state)
+    metrics = task.final_evaluation(evaluator, state, prepared)
     v = jnp.asarray(evaluation["image"][:16].reshape(16, -1) / 255, jnp.float32)
     exact = float(exact_log_likelihood(state.params, v).mean())
     assert abs(metrics["eval/test_log_prob"] - exact) < 0.05, (metrics, exact)
     assert metrics["eval/test_log_prob_low"] <= exact <= metrics["eval/test_log_prob_high"]
     assert metrics["eval/feature_classifier_accuracy"] == 1.0 and "eval/pixel_classifier_accuracy" in metrics
-    task.write_artifacts(state, 3, tmp_path, evaluation)
+    task.write_artifacts(state, 3, tmp_path, prepared, {})
     assert (tmp_path / "samples" / "epoch_003.png").is_file() and (tmp_path / "filters" / "epoch_003.png").is_file()
 
 
@@ -172,7 +153,7 @@ def test_persistent_chains_survive_a_checkpoint_round_trip(tmp_path):
     from jaxdl.training.checkpoint import Checkpointer
 
     task = RBMTask(RBM(num_hidden=8), persistent=True, num_chains=8)
-    state, _ = run_steps(task, optax.sgd(0.1, momentum=0.9), pattern_data(8), parallel.select_devices(1), 2)
+    state, _ = run_steps(task, optax.sgd(0.1, momentum=0.9), pattern_data(8), 1, 2)
     checkpointer = Checkpointer(tmp_path)
     checkpointer.save(2, state, meta={}, metrics={})
     checkpointer.close()

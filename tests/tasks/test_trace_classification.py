@@ -3,12 +3,14 @@
 import jax
 import numpy as np
 import optax
+import pytest
 
 from jaxdl.data.sequences import ATTACK, HOLDOUT, TEST_NORMAL, trace_windows
 from jaxdl.models.rnn import RNNLM
+from jaxdl.tasks.base import RunFacts
 from jaxdl.tasks.trace_classification import TraceClassificationTask
-from jaxdl.training import parallel
 from tests.conftest import assert_close
+from tests.helpers import eval_batch, run_steps
 
 MODEL = RNNLM(vocab_size=11, hidden_dim=8, embed_dim=4, num_classes=2)
 
@@ -31,28 +33,24 @@ def data(seed=0):
     return normal, attack
 
 
-def run_steps(task, batch, devices, steps, tx):
-    state = task.init_state(jax.random.key(0), tx, batch)
-    replicated = parallel.replicate(state, devices)
-    step = parallel.data_parallel(task.train_step, devices, donate_state=True)
-    sharded = parallel.shard(batch, len(devices))
-    history = []
-    for _ in range(steps):
-        replicated, metrics = step(replicated, sharded, jax.random.key(1))
-        history.append(jax.device_get(metrics))
-    return parallel.unreplicate(replicated), history
-
-
 def train_batch(n=16):
     w = windows(*data())
     return {k: v[:n] for k, v in w.items() if k != "trace"}
 
 
-def test_one_and_eight_devices_give_the_same_parameters():
-    task = TraceClassificationTask(MODEL)
+def test_the_constructor_takes_the_report_settings_only():
+    with pytest.raises(TypeError, match="sample_tokens"):
+        TraceClassificationTask(MODEL, sample_tokens=10)
+    with pytest.raises(ValueError, match="task.score"):
+        TraceClassificationTask(MODEL, score="median")
+
+
+@pytest.mark.parametrize("dropout_rate", [0.0, 0.3])
+def test_one_and_eight_devices_give_the_same_parameters(dropout_rate):
+    task = TraceClassificationTask(MODEL.clone(dropout_rate=dropout_rate))
     batch = train_batch(16)
-    one, h1 = run_steps(task, batch, parallel.select_devices(1), 3, optax.sgd(0.5))
-    eight, h8 = run_steps(task, batch, parallel.select_devices(8), 3, optax.sgd(0.5))
+    one, h1 = run_steps(task, optax.sgd(0.5), batch, 1, 3)
+    eight, h8 = run_steps(task, optax.sgd(0.5), batch, 8, 3)
     assert_close(eight.params, one.params, rtol=1e-4, atol=1e-6)
     assert np.isfinite(h1[-1]["loss"]).all() and np.unique(h8[-1]["loss"]).size == 1
 
@@ -60,13 +58,16 @@ def test_one_and_eight_devices_give_the_same_parameters():
 def test_separable_traces_are_detected_with_a_threshold_from_normal_traces_only():
     normal, attack = data()
     task = TraceClassificationTask(MODEL, family_names=["normal", "attack"])
-    state, history = run_steps(task, train_batch(len(windows(normal, attack)["tokens"]) // 8 * 8),
-                               parallel.select_devices(1), 80, optax.adam(3e-2))
-    assert history[-1]["accuracy"][0] > 0.9
+    train = train_batch(len(windows(normal, attack)["tokens"]) // 8 * 8)
     test_normal, test_attack = data(seed=1)
     groups = [HOLDOUT] * 3 + [TEST_NORMAL] * 3 + [ATTACK] * 4
-    held = task.prepare_eval_split(windows(test_normal, test_attack, groups))
-    batch = {**{k: v for k, v in held.items() if k != "trace"}, "mask": np.ones(len(held["tokens"]), bool)}
-    metrics = task.summarize_eval(jax.device_get(task.eval_step(state, batch, jax.random.key(0))))
+    prepared = task.prepare(train, windows(test_normal, test_attack, groups), RunFacts(batch_size=8, epochs=1))
+    state, history = run_steps(task, optax.adam(3e-2), train, 1, 80, context=prepared.context)
+    assert history[-1]["accuracy"][0] > 0.9
+    batch = eval_batch({k: v for k, v in prepared.eval.items() if k != "trace"})
+    sums = jax.device_get(task.eval_step(state, batch, jax.random.key(0), context=prepared.context))
+    metrics = task.summarize_eval(sums, prepared.context)
     assert metrics["auc"] == 1.0 and metrics["detection_at_threshold"] == 1.0
     assert 0.0 <= metrics["threshold"] <= 1.0  # a probability
+    holdout_windows = (prepared.eval["group"] == HOLDOUT).sum()
+    assert float(sums["count"]) == holdout_windows  # the loss sees held-out normal windows only

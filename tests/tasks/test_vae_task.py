@@ -8,8 +8,10 @@ import pytest
 
 from jaxdl.models.vae import VAE
 from jaxdl.tasks.vae import VAETask, bernoulli_nll
+from jaxdl.tasks.base import Prepared, RunFacts
 from jaxdl.training import parallel
 from tests.conftest import assert_close
+from tests.helpers import evaluate, evaluator, run_steps
 
 SMALL = dict(latent_dim=4, hidden_dims=(32,))
 
@@ -20,18 +22,6 @@ def make_batch(n: int = 16, seed: int = 0) -> dict[str, np.ndarray]:
     return {"image": image, "index": np.arange(n, dtype=np.int32), "mask": np.ones(n, bool)}
 
 
-def run_steps(task, tx, batch, devices, steps: int, backend="shard_map"):
-    state = task.init_state(jax.random.key(0), tx, batch)
-    replicated = parallel.replicate(state, devices)
-    step = parallel.data_parallel(task.train_step, devices, backend=backend, donate_state=True)
-    sharded = parallel.shard({k: v for k, v in batch.items() if k != "mask"}, len(devices))
-    history = []
-    for _ in range(steps):
-        replicated, metrics = step(replicated, sharded, jax.random.key(1))
-        history.append(jax.device_get(metrics))
-    return parallel.unreplicate(replicated), history
-
-
 def test_bernoulli_nll_is_summed_over_pixels_in_nats():
     logits = jnp.zeros((2, 28, 28, 1))  # p = 0.5 for every pixel
     np.testing.assert_allclose(bernoulli_nll(logits, jnp.ones_like(logits)), 784 * np.log(2.0), rtol=1e-6)
@@ -39,7 +29,7 @@ def test_bernoulli_nll_is_summed_over_pixels_in_nats():
 
 def test_one_step_gives_finite_metrics():
     task = VAETask(VAE(**SMALL))
-    _, history = run_steps(task, optax.adam(1e-3), make_batch(), parallel.select_devices(1), steps=1)
+    _, history = run_steps(task, optax.adam(1e-3), make_batch(), 1, steps=1)
     metrics = history[0]
     assert set(metrics) == {"elbo", "recon", "kl", "grad_norm"}
     assert all(np.isfinite(v).all() for v in metrics.values())
@@ -48,7 +38,7 @@ def test_one_step_gives_finite_metrics():
 
 def test_fixed_batch_is_overfit():
     task = VAETask(VAE(**SMALL), binarize_train=False)
-    _, history = run_steps(task, optax.adam(3e-3), make_batch(8), parallel.select_devices(1), steps=300)
+    _, history = run_steps(task, optax.adam(3e-3), make_batch(8), 1, steps=300)
     first, last = float(history[0]["elbo"][0]), float(history[-1]["elbo"][0])
     # Random binary images at 30% density carry 784 * H(0.3) = 479 nats of entropy;
     # memorising 8 of them must push the bound far below that.
@@ -80,8 +70,8 @@ def test_one_and_eight_devices_give_the_same_parameters(backend):
     # gradient that is N times too large.
     task = VAETask(VAE(**SMALL))
     batch = make_batch(16)
-    one, h1 = run_steps(task, optax.sgd(0.05), batch, parallel.select_devices(1), steps=3, backend=backend)
-    eight, h8 = run_steps(task, optax.sgd(0.05), batch, parallel.select_devices(8), steps=3, backend=backend)
+    one, h1 = run_steps(task, optax.sgd(0.05), batch, 1, steps=3, backend=backend)
+    eight, h8 = run_steps(task, optax.sgd(0.05), batch, 8, steps=3, backend=backend)
     assert len(parallel.select_devices(8)) == 8
     assert_close(eight.params, one.params, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(h8[-1]["elbo"][0], h1[-1]["elbo"][0], rtol=1e-5)
@@ -92,7 +82,7 @@ def test_one_and_eight_devices_give_the_same_parameters(backend):
 def test_importance_weighted_nll_is_below_the_negative_elbo():
     task = VAETask(VAE(**SMALL), iw_samples=200, iw_chunk=50)
     batch = make_batch(16)
-    state, _ = run_steps(task, optax.adam(1e-3), batch, parallel.select_devices(1), steps=20)
+    state, _ = run_steps(task, optax.adam(1e-3), batch, 1, steps=20)
     x = jnp.asarray(batch["image"], jnp.float32) / 255.0
     keys = parallel.example_keys(jax.random.key(5), jnp.asarray(batch["index"]))
     nll = -task.iw_log_likelihood(state.params, x, keys)
@@ -109,7 +99,21 @@ def test_iw_samples_must_be_a_multiple_of_the_chunk():
 
 def test_eval_split_binarization_is_fixed_by_its_seed():
     arrays = {"image": np.full((4, 28, 28, 1), 128, np.uint8)}
-    a = VAETask(VAE(**SMALL), eval_binarize_seed=0).binarize_eval(arrays)["image"]
+    a = VAETask(VAE(**SMALL), eval_binarize_seed=0).prepare(arrays, arrays, RunFacts(batch_size=4, epochs=1))
     b = VAETask(VAE(**SMALL), eval_binarize_seed=0).binarize_eval(arrays)["image"]
-    np.testing.assert_array_equal(a, b)
-    assert set(np.unique(a)) == {0, 255}
+    np.testing.assert_array_equal(a.eval["image"], b)
+    assert a.train is arrays  # training images are binarized afresh at every step
+    assert set(np.unique(b)) == {0, 255}
+    c = VAETask(VAE(**SMALL), eval_binarize_seed=1).binarize_eval(arrays)["image"]
+    assert not np.array_equal(b, c)
+    assert VAETask(VAE(**SMALL), eval_binarize_seed=None).binarize_eval(arrays) is arrays
+
+
+def test_final_evaluation_reports_the_nll_and_active_units():
+    task = VAETask(VAE(**SMALL), iw_samples=100, iw_chunk=50)
+    batch = make_batch(8)
+    state, _ = run_steps(task, optax.adam(1e-3), batch, 1, steps=5)
+    metrics = task.final_evaluation(evaluator(task, state, batch), state, Prepared(batch, batch))
+    assert set(metrics) == {"eval/nll", "eval/active_units"} and 0 <= metrics["eval/active_units"] <= 4
+    elbo = task.summarize_eval(evaluate(task, state, batch))["elbo"]
+    assert 0.0 < metrics["eval/nll"] < elbo  # the importance-weighted bound is the tighter one

@@ -12,6 +12,7 @@ import pytest
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.metrics.writers import MetricWriter, read_metrics
 from jaxdl.models.mlp import MLP
+from jaxdl.tasks.base import Prepared
 from jaxdl.tasks.classification import ClassificationTask
 from jaxdl.training import diagnostics, parallel
 from jaxdl.training.loop import LoopConfig, fit
@@ -100,8 +101,9 @@ def test_time_step_grad_norms_are_those_of_the_embedding_gradient():
 
 def train(run_dir, *, diagnostics_every_steps, task=None):
     task = task or ClassificationTask(MLP(hidden_dims=(8, 8), num_outputs=10))
-    train_loader = ArrayLoader(synthetic(64, 0), 16, shuffle=True, seed=0, drop_remainder=True)
-    eval_loader = ArrayLoader(synthetic(24, 1), 8, shuffle=False, drop_remainder=False)
+    prepared = Prepared(synthetic(64, 0), synthetic(24, 1))
+    train_loader = ArrayLoader(prepared.train, 16, shuffle=True, seed=0, drop_remainder=True)
+    eval_loader = ArrayLoader(prepared.eval, 8, shuffle=False, drop_remainder=False)
     state = task.init_state(jax.random.key(0), optax.adam(1e-2), synthetic(1, 0))
     config = LoopConfig(
         epochs=2, log_every_steps=2, progress=False, artifacts=False, monitor="eval/loss",
@@ -110,7 +112,8 @@ def train(run_dir, *, diagnostics_every_steps, task=None):
     writer = MetricWriter(run_dir, tensorboard=True)
     try:
         results = fit(
-            task, state, config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
+            task, state, prepared=prepared,
+            config=config, train_loader=train_loader, eval_loader=eval_loader, run_dir=run_dir,
             seed=0, devices=parallel.select_devices(2), writer=writer,
         )
     finally:
@@ -168,3 +171,15 @@ def test_language_model_time_step_norms_match_the_embedding_table_gradient(cell)
         np.testing.assert_allclose(out[f"diag/time_grad_norm/d{d}"], expected[T - 1 - d], rtol=1e-4, atol=1e-8)
     assert "diag/time_grad_norm/d20" not in out  # beyond the sequence
     assert {"diag/grad_norm/embed", "diag/grad_norm/logits"} <= set(out)
+
+
+def test_language_model_diagnostics_refuse_a_classifier():
+    from jaxdl.models.rnn import RNNLM
+    from jaxdl.tasks.language_model import LanguageModelTask
+
+    task = LanguageModelTask(RNNLM(vocab_size=16, hidden_dim=8, embed_dim=4, num_classes=2))
+    tokens = jnp.zeros((2, 5), jnp.int32)
+    batch = {"tokens": tokens, "targets": tokens, "token_mask": jnp.ones((2, 5), bool), "index": jnp.arange(2)}
+    state = task.init_state(jax.random.key(0), optax.sgd(0.1), batch)
+    with pytest.raises(ValueError, match=r"next-token logits \[B, T, V\]"):
+        task.diagnostics(state, batch, jax.random.key(1))

@@ -1,52 +1,30 @@
-"""scripts.sample and scripts.detect on tiny runs written here (config + checkpoint), no training."""
+"""scripts.sample and scripts.detect on tiny runs written here (manifest + checkpoint), no training."""
 
 import json
-import pathlib
 import re
 
-import jax
 import numpy as np
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
-from experiments.config import register
-from jaxdl.experiment import build_model, build_task
-from jaxdl.runs import load_settings, restore
-from jaxdl.training import optim
-from jaxdl.training.checkpoint import Checkpointer
+from jaxdl.build import DataSpec
+from jaxdl.runs import restore
 from scripts import detect, sample
-
-CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
-register()
+from tests.helpers import compose_with, run_settings, write_run
 
 
-def make_run(run: pathlib.Path, overrides: list[str], example: dict) -> None:
-    """Writes the composed config and an initial checkpoint, as a finished run would have them."""
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=overrides)
-    (run / ".hydra").mkdir(parents=True)
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    settings = load_settings(run)
-    model = dict(settings["model"])
-    task = build_task(settings["task"]["name"], build_model(model.pop("name"), **model),
-                      **{k: v for k, v in settings["task"].items() if k != "name"})
-    opt = dict(settings["optimizer"])
-    schedule = dict(opt.pop("schedule"))
-    tx = optim.make_optimizer(opt.pop("name"), optim.make_schedule(schedule.pop("name"), opt.pop("learning_rate"),
-                              total_steps=10**6, steps_per_epoch=1,
-                              **{k: v for k, v in schedule.items() if k != "boundaries_epochs"}), **opt)
-    state = task.init_state(jax.random.key(0), tx, example)
-    checkpointer = Checkpointer(run / "checkpoints")
-    checkpointer.save(0, state, meta={}, metrics={})
-    checkpointer.close()
+def make_run(run, overrides: list[str], spec: DataSpec, example: dict) -> None:
+    """Writes manifest.json and an initial checkpoint, as a finished run would have them."""
+    write_run(run, run_settings(compose_with(*overrides)), spec, example)
 
 
 @pytest.fixture
 def text_run(tmp_path):
     run = tmp_path / "text_run"
-    make_run(run, ["experiment=shakespeare_char_cpu", "model.num_layers=1", "model.num_heads=2",
-                   "model.embed_dim=16", "data.seq_len=16"], {"tokens": np.zeros((1, 16), np.int32)})
+    overrides = ["experiment=shakespeare_char_cpu", "model.num_layers=1", "model.num_heads=2", "model.embed_dim=16",
+                 "data.seq_len=16"]
+    vocabulary = compose_with(*overrides).data.vocabulary
+    spec = DataSpec("tiny_shakespeare", vocab_size=len(vocabulary), vocabulary=vocabulary, seq_len=16)
+    make_run(run, overrides, spec, {"tokens": np.zeros((1, 16), np.int32)})
     return run
 
 
@@ -80,15 +58,17 @@ def test_benchmark_times_both_paths_and_greedy_outputs_agree_within_the_context(
 
 
 def test_restore_needs_a_run_folder(tmp_path):
-    with pytest.raises(FileNotFoundError, match="finished `experiments.run` run"):
+    message = r"manifest.json not found: --run must be the folder of an `experiments.run` run"
+    with pytest.raises(FileNotFoundError, match=message):
         restore(tmp_path, {"tokens": np.zeros((1, 4), np.int32)})
 
 
 @pytest.fixture
 def trace_run(tmp_path):
     run = tmp_path / "trace_run"
+    spec = DataSpec("adfa_ld", vocab_size=341, seq_len=10, family_names=("normal", "Adduser"))
     make_run(run, ["model=lstm", "model.hidden_dim=8", "model.embed_dim=4", "data.seq_len=10", "data.eval_context=2"],
-             {"tokens": np.zeros((1, 10), np.int32)})
+             spec, {"tokens": np.zeros((1, 10), np.int32)})
     (run / "anomaly.json").write_text(json.dumps({"step": 0, "score": "mean", "threshold": 5.8}))
     return run
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from jaxdl.metrics import fid
+from jaxdl.evaluators import fid
 from jaxdl.models.mlp import MLP
 from tests.conftest import assert_close
 

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdl.metrics.ais import ais_log_partition, annealing_schedule, base_rate_bias
+from jaxdl.evaluators.ais import AIS, ais_log_partition, annealing_schedule, base_rate_bias
 from jaxdl.models.rbm import log_partition_base_rate, log_partition_exact
 
 
@@ -37,3 +37,23 @@ def test_ais_matches_the_exact_log_partition_function_of_a_20_hidden_unit_rbm():
     assert abs(float(result.log_z) - exact) < 0.1, (float(result.log_z), exact)
     assert float(result.log_z_low) <= exact <= float(result.log_z_high)
     assert result.log_weights.shape == (100,)
+
+
+def test_the_evaluator_reports_the_log_probability_with_its_interval():
+    from jaxdl.models.rbm import free_energy
+
+    rng = np.random.default_rng(1)
+    params = {"W": jnp.asarray(rng.normal(0, 0.5, (12, 6)), jnp.float32), "b": jnp.zeros(12), "c": jnp.zeros(6)}
+    v = rng.integers(0, 2, (5, 12)).astype(np.float32)
+
+    state = type("State", (), {"params": params})
+
+    def evaluate(step_fn):
+        batch = {"image": (v * 255).astype(np.uint8).reshape(5, 3, 4, 1), "mask": np.array([1, 1, 1, 1, 0], bool)}
+        return step_fn(state, batch, jax.random.key(0))
+
+    metrics = AIS(runs=50, betas=2000, seed=0)(evaluate, state, np.zeros(12, np.float32))
+    exact = float(jnp.mean(-free_energy(params, jnp.asarray(v[:4]))) - log_partition_exact(params))
+    assert abs(metrics["eval/test_log_prob"] - exact) < 0.05, (metrics, exact)
+    assert metrics["eval/test_log_prob_low"] <= exact <= metrics["eval/test_log_prob_high"]
+    assert 1.0 <= metrics["eval/ais_effective_runs"] <= 50.0

@@ -15,12 +15,15 @@ import pytest
 
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.models.gan import DCGAN, ConvTranspose2x
-from jaxdl.tasks import gan as gan_lib
-from jaxdl.tasks.gan import GANState, GANTask
+from jaxdl.tasks import gan_losses as gan_lib
+from jaxdl.tasks.base import Prepared
+from jaxdl.tasks.gan import GANTask
+from jaxdl.tasks.gan_state import GANState, apply_network, to_unit_range
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
 from jaxdl.training.loop import LoopConfig, fit
 from tests.conftest import assert_close
+from tests.helpers import build_model_and_task, compose_with, run_settings
 
 TINY = dict(latent_dim=8, image_shape=(8, 8, 1), channels=(8, 4))
 LN2 = math.log(2.0)
@@ -170,7 +173,8 @@ def test_averaged_generator_follows_the_warmed_up_decay():
 
 def _generate_current(task: GANTask, state: GANState, num: int) -> np.ndarray:
     z = jax.random.normal(jax.random.key(0), (num, task.model.latent_dim))
-    return np.asarray(gan_lib._generate_unit(task.model, state.g.params, state.g.batch_stats, z))
+    fake, _ = apply_network(task.model, "generator", state.g.params, state.g.batch_stats, z, train=False)
+    return np.asarray(to_unit_range(fake))
 
 
 def _fit(task: GANTask, run_dir: pathlib.Path, epochs: int):
@@ -181,6 +185,7 @@ def _fit(task: GANTask, run_dir: pathlib.Path, epochs: int):
         fit(
             task,
             _state(task),
+            prepared=Prepared(arrays, arrays),
             config=LoopConfig(epochs=epochs, progress=False, artifacts=False, monitor="eval/diversity", mode="max"),
             train_loader=ArrayLoader(arrays, 8, shuffle=True, seed=0, drop_remainder=True),
             eval_loader=ArrayLoader(arrays, 16, shuffle=False, drop_remainder=False),
@@ -208,21 +213,23 @@ def test_write_artifacts(tmp_path):
     task = GANTask(DCGAN(**TINY), num_sample_images=4)
     state = _state(task)
     for epoch in (1, 2):
-        task.write_artifacts(state, epoch, tmp_path, {})
+        task.write_artifacts(state, epoch, tmp_path, Prepared({}, {}), {})
     assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["epoch_001.png", "epoch_002.png", "progress.gif"]
 
 
 def test_model_gan_config_composes_and_builds():
-    from tests.test_configs import build, compose_with
+    from jaxdl.build import DataSpec
 
+    mnist = DataSpec("mnist", image_shape=(28, 28, 1), num_classes=10, num_outputs=10)
     cfg = compose_with("model=gan")
     assert (cfg.task.name, cfg.data.name, cfg.model.name) == ("gan", "mnist", "gan")
     assert cfg.optimizer.learning_rate == pytest.approx(2e-4) and cfg.optimizer.b1 == pytest.approx(0.5)
-    assert cfg.task.ema_decay == 0.0
-    build(cfg)
+    model, task = build_model_and_task(run_settings(cfg), mnist)
+    assert isinstance(task, GANTask) and task.ema_decay == 0.0 and tuple(model.image_shape) == (28, 28, 1)
     cfg = compose_with("model=gan", "data=fashion_mnist", "task.loss=wgan_gp", "model.discriminator_norm=layer", "task.n_critic=5")
     assert cfg.data.name == "fashion_mnist" and cfg.task.n_critic == 5
-    build(cfg)
+    _, task = build_model_and_task(run_settings(cfg), DataSpec("fashion_mnist", image_shape=(28, 28, 1)))
+    assert (task.loss, task.n_critic) == ("wgan_gp", 5)
 
 
 @pytest.mark.slow
@@ -238,7 +245,7 @@ def test_real_command_and_fid_script(tmp_path, mnist_data_dir, mnist_raw_dir):
     gan_dir, cls_dir = tmp_path / "gan", tmp_path / "cls"
     for run_dir, base in [(cls_dir, ["model=mlp", "debug=smoke", "trainer.progress=false"]),
                           (gan_dir, ["model=gan", "debug=smoke", "trainer.progress=false",
-                                     f"task.fid_classifier={cls_dir}", "task.fid_samples=300"])]:
+                                     "evaluator=fid", f"evaluator.classifier={cls_dir}", "evaluator.samples=300"])]:
         done = subprocess.run(command(run_dir, mnist_data_dir, base=base), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-3000:]
     for name in ("samples/epoch_001.png", "samples/epoch_002.png", "samples/progress.gif", "losses.png", "results.json"):
