@@ -168,16 +168,21 @@ class AIS:
         result = _ais(jax.random.key(self.seed), params, jnp.asarray(base), schedule, self.runs)
         log_w = np.asarray(result.log_weights, np.float64)
         weights = np.exp(log_w - log_w.max())
-        return {
+        out = {
             "ais_log_z": float(result.log_z),
-            "ais_log_z_low": float(result.log_z_low),
             "ais_log_z_high": float(result.log_z_high),
             "ais_effective_runs": float(weights.sum() ** 2 / np.square(weights).sum()),
+            # mean - 3 s.e. <= 0: the interval has no lower end (few effective runs); then no "_low" is reported
+            "ais_interval_open": float(not np.isfinite(float(result.log_z_low))),
         }
+        if not out["ais_interval_open"]:
+            out["ais_log_z_low"] = float(result.log_z_low)
+        return out
 
     def __call__(self, evaluate: Callable[..., Mapping[str, np.ndarray]], state, base: np.ndarray) -> dict[str, float]:
         """`eval/test_log_prob` (mean log p(v) of the held-out rows, nats) with `_low`/`_high` from the log Z
-        interval, and the `eval/ais_*` quantities.
+        interval, and the `eval/ais_*` quantities. When the interval is open below (`eval/ais_interval_open`
+        1.0), `eval/ais_log_z_low` and `eval/test_log_prob_high` are left out rather than reported as infinite.
 
         Args:
           evaluate: runs an eval step over the evaluation split and sums its outputs (the loop's).
@@ -190,7 +195,8 @@ class AIS:
         metrics = {f"eval/{k}": v for k, v in z.items()}
         metrics["eval/test_log_prob"] = mean_neg_f - z["ais_log_z"]
         metrics["eval/test_log_prob_low"] = mean_neg_f - z["ais_log_z_high"]
-        metrics["eval/test_log_prob_high"] = mean_neg_f - z["ais_log_z_low"]
+        if "ais_log_z_low" in z:
+            metrics["eval/test_log_prob_high"] = mean_neg_f - z["ais_log_z_low"]
         return metrics
 
 

@@ -80,7 +80,7 @@ class ClassificationTask(Task):
         num_classes: int = 10,
         input_key: str = "image",
         label_key: str = "label",
-        augment: Augmentation | None = None,
+        augment: Augmentation = Augmentation(),
         normalize_mean: Sequence[float] | None = None,
         normalize_std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,

@@ -58,7 +58,7 @@ def test_hosts_split_each_global_batch_without_overlap():
 
 
 def test_bad_settings_name_the_fix():
-    with pytest.raises(ValueError, match="lower data.batch_size"):
+    with pytest.raises(ValueError, match="lower trainer.batch_size"):
         ArrayLoader(arrays(5), 10, shuffle=True, drop_remainder=True)
     with pytest.raises(ValueError, match="one common length"):
         ArrayLoader({"x": np.zeros(3), "y": np.zeros(4)}, 1, shuffle=False, drop_remainder=False)
