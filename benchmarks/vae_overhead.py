@@ -81,12 +81,12 @@ def bare_loop(settings: dict[str, Any], images, total: int, log_every_steps: int
     tx = optax.adam(schedule, b1=opt["b1"], b2=opt["b2"], eps=opt["eps"])
     init = jax.jit(functools.partial(model.init, train=False))
     params = init({"params": jax.random.fold_in(jax.random.key(seed), 0)}, jnp.zeros((1, *images.shape[1:])),
-                  jax.random.key(0))["params"]
+                  example_keys=jax.random.key(0))["params"]
     train_key = jax.random.fold_in(jax.random.key(seed), 1)
     per_example = jax.vmap(jax.random.fold_in, in_axes=(None, 0))
 
     def loss_fn(params, x, keys):
-        out = model.apply({"params": params}, x, keys, train=True)
+        out = model.apply({"params": params}, x, train=True, example_keys=keys)
         recon = (jax.nn.softplus(out.recon_logits) - x * out.recon_logits).reshape(len(x), -1).sum(-1)
         kl = 0.5 * jnp.sum(jnp.square(out.mu) + jnp.exp(out.logvar) - 1.0 - out.logvar, axis=-1)
         return (recon + kl).mean(), {"elbo": recon + kl, "recon": recon, "kl": kl}

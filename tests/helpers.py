@@ -99,7 +99,7 @@ def run_settings(cfg) -> dict[str, Any]:
     """The plain settings `jaxdl.experiment.run` receives from a composed config."""
     from omegaconf import OmegaConf
 
-    from experiments.run import RUN_KEYS
+    from experiments.jobs import RUN_KEYS
 
     settings = OmegaConf.to_container(cfg, resolve=True)
     return {k: settings[k] for k in RUN_KEYS if k in settings}

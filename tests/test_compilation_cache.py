@@ -6,6 +6,7 @@ from tests.conftest import REPO
 from tests.test_run import command, environment
 
 
+@pytest.mark.slow  # the real command in a subprocess
 def test_a_run_caches_its_small_programs_too(tmp_path, mnist_data_dir, mnist_raw_dir):
     cache = tmp_path / "xla"
     env = environment(mnist_raw_dir)

@@ -162,6 +162,7 @@ def test_a_killed_worker_is_resumed_by_the_rerun(tmp_path, mnist_data_dir, mnist
     assert "| 1 | killed |" in text and "run again as trial 2" in text
 
 
+@pytest.mark.slow  # a search through the real command
 def test_a_failing_trial_does_not_stop_the_others(tmp_path, mnist_data_dir, mnist_raw_dir):
     sweep = tmp_path / "sweep"
     # The space given on the command line (no sweep= file); a batch of 300 is more than the 256 examples.
@@ -177,6 +178,7 @@ def test_a_failing_trial_does_not_stop_the_others(tmp_path, mnist_data_dir, mnis
     assert "2 of 2 trials finished (1 complete, 1 failed)" in text and "fewer than one batch of 300" in text
 
 
+@pytest.mark.slow  # a search through the real command
 def test_a_trial_scored_on_several_seeds(tmp_path, mnist_data_dir, mnist_raw_dir):
     sweep = tmp_path / "sweep"
     run(command(sweep, mnist_data_dir, "hydra.sweeper.n_trials=1", "hydra.sweeper.seeds_per_trial=2", "seed=5"),

@@ -126,8 +126,9 @@ def test_prefetch_to_device_keeps_order_and_values():
     assert list(parallel.prefetch_to_device(iter(batches), 0, devices)) == batches  # off: the host batches as they are
 
 
-def run(tmp_path, name, *, streaming, **trainer):
+def run(tmp_path, name, *, streaming, allow_changed=(), **trainer):
     settings = dict(
+        allow_changed=allow_changed,
         seed=3,
         model={"name": "mlp", "hidden_dims": [16], "num_outputs": 10},
         task={"name": "classification"},
@@ -167,7 +168,8 @@ def test_a_streamed_run_trains_exactly_like_an_in_memory_run(tmp_path, tiny_regi
 def test_a_resumed_streamed_run_continues_where_it_stopped(tmp_path, tiny_registered):
     straight = run(tmp_path, "straight", streaming=True)
     run(tmp_path, "resumed", streaming=True, max_steps=13)  # stops mid-epoch 1 (10 steps per epoch)
-    resumed = run(tmp_path, "resumed", streaming=True)  # same folder: restores step 13, reads on from there
+    # same folder, the full length on purpose: restores step 13, reads on from there
+    resumed = run(tmp_path, "resumed", streaming=True, allow_changed=["trainer.max_steps"])
     assert resumed["resumed_from"] == 13
     assert resumed["metrics"] == straight["metrics"]
     straight_losses, resumed_losses = train_losses(tmp_path / "straight"), train_losses(tmp_path / "resumed")

@@ -32,6 +32,7 @@ def test_a_failing_job_does_not_stop_the_sweep_and_is_summarized(tmp_path, mnist
     assert (sweep / "summary_eval_nll.png").stat().st_size > 0
 
 
+@pytest.mark.slow  # runs the real command several times
 def test_rerun_from_the_saved_config_reproduces_the_metrics(tmp_path, mnist_data_dir, mnist_raw_dir):
     env = environment(mnist_raw_dir)
     first = tmp_path / "first"
@@ -51,6 +52,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # runs the real command several times
 def test_two_processes_train_like_one_process_with_two_devices(tmp_path, mnist_data_dir, mnist_raw_dir):
     env = environment(mnist_raw_dir)
     common = [*SMOKE, f"data.data_dir={mnist_data_dir}"]
