@@ -2,6 +2,8 @@
 
 import subprocess
 
+import pytest
+
 from tests.conftest import REPO
 from tests.test_run import command, environment
 
