@@ -46,7 +46,9 @@ def test_main_command_writes_every_artifact(tmp_path, mnist_data_dir, mnist_raw_
 
 @pytest.mark.parametrize(
     "base",
-    [SMOKE, pytest.param(CNN_SMOKE, marks=pytest.mark.slow)],  # cnn (dropout, augmentation; ~60 s): -m slow
+    # three runs of the real command each (~35 s for the VAE, ~60 s for the CNN): -m slow; the loop's resume is
+    # exact in the default suite too (tests/training/test_loop.py, in process)
+    [pytest.param(SMOKE, marks=pytest.mark.slow), pytest.param(CNN_SMOKE, marks=pytest.mark.slow)],
     ids=["vae", "cnn"],
 )
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path, mnist_data_dir, mnist_raw_dir, base):
