@@ -27,7 +27,7 @@ from jaxdl.data import sequences, sources
 from jaxdl.experiment import EVALUATORS
 from jaxdl.models import MODELS
 from jaxdl.tasks import TASKS
-from jaxdl.training.loop import TrainerSettings
+from jaxdl.training.config import TrainerSettings
 from jaxdl.training.optim import OPTIMIZERS
 
 

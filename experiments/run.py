@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import errors, jobs, search
 from experiments.config import register
 from experiments.jobs import train
-from jaxdl import run_folder
+from jaxdl import records, run_folder
 from jaxdl.errors import RunFolderError, SettingsError, UserError
 
 register()
@@ -95,7 +95,7 @@ def main(cfg: DictConfig) -> float | None:
         results = train(settings, run_dir)
     except Exception as error:
         # A folder holding another run is left as it is; any other failure is recorded in the run's own folder.
-        path = None if isinstance(error, RunFolderError) else run_folder.write_failure(run_dir, error)
+        path = None if isinstance(error, RunFolderError) else records.write_failure(run_dir, error)
         if isinstance(error, UserError):
             where = f" (traceback: {path})" if path else ""
             if hydra_config.mode == RunMode.RUN:  # one line; a sweep's launcher must see the exception instead

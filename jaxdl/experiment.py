@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdl import build, errors, run_folder, settings as schema
+from jaxdl import build, errors, records, run_folder, settings as schema
 from jaxdl.data import sequences, sources
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.data.streaming import StreamingLoader
@@ -30,7 +30,8 @@ from jaxdl.provenance import environment, manifest
 from jaxdl.tasks.base import RunFacts, Task
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
-from jaxdl.training.loop import CheckpointSettings, TrainerSettings, fit
+from jaxdl.training.config import CheckpointSettings, TrainerSettings
+from jaxdl.training.loop import fit
 
 
 #: Final evaluators a run can choose by name (`evaluator=fid`); each is built from its constructor's settings.
@@ -214,7 +215,7 @@ def run(
             else None,
         }
         record, diff = manifest(settings=recorded, built=built, dataset=dataset)
-        run_folder.write_json(run_dir / "manifest.json", run_folder.updated_manifest(decision.recorded, record, decision))
+        records.write_json(run_dir / "manifest.json", run_folder.updated_manifest(decision.recorded, record, decision))
         if diff:
             (run_dir / "git.diff").write_text(diff)
     devices = parallel.select_devices(loop_settings.num_devices)
@@ -276,8 +277,8 @@ def run(
     )
     if is_main:
         results["status"] = "pruned" if results.get("stop_reason") == "pruned" else "finished"
-        results = run_folder.merge_results(run_folder.read_record(run_dir / "results.json")[0], results)
-        run_folder.write_json(run_dir / "results.json", results)
+        results = run_folder.merge_results(records.read_record(run_dir / "results.json")[0], results)
+        records.write_json(run_dir / "results.json", results)
     return results
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from jaxdl.run_folder import read_record
+from jaxdl.records import read_record
 
 
 def read_jobs(sweep_dir: pathlib.Path) -> list[dict[str, Any]]:

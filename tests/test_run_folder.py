@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from jaxdl import errors, run_folder
+from jaxdl import errors, records, run_folder
 from tests import disk
 
 SETTINGS = {
@@ -135,7 +135,7 @@ def test_a_continued_run_reports_its_own_segment_but_never_replaces_a_value_by_n
 
 
 def test_write_failure_is_atomic_valid_json_and_names_a_user_error(tmp_path):
-    path = run_folder.write_failure(tmp_path, errors.SettingsError("model.latent_dim=0 cannot build a layer.\n Fix it."))
+    path = records.write_failure(tmp_path, errors.SettingsError("model.latent_dim=0 cannot build a layer.\n Fix it."))
     record = json.loads(path.read_text())
     assert record["error"] == "SettingsError" and record["user_error"] is True
     assert record["message"] == "model.latent_dim=0 cannot build a layer. Fix it."
@@ -154,7 +154,7 @@ def test_write_failure_on_a_full_disk_never_leaves_an_empty_file(tmp_path, monke
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", full_disk_open)
-    assert run_folder.write_failure(tmp_path, RuntimeError("boom")) is None
+    assert records.write_failure(tmp_path, RuntimeError("boom")) is None
     monkeypatch.undo()
     assert sorted(os.listdir(tmp_path)) == ["failure.json"]
     assert json.loads((tmp_path / "failure.json").read_text()) == {"error": "Earlier", "message": "kept"}
@@ -165,7 +165,7 @@ def test_write_failure_on_a_full_disk_never_leaves_an_empty_file(tmp_path, monke
 def test_write_failure_on_a_real_full_disk_falls_back_to_a_short_record_or_stderr(tmp_path, capsys):
     with disk.small_disk(tmp_path / "disk", 64) as folder:
         disk.fill(folder)
-        written = run_folder.write_failure(folder, RuntimeError("x" * 10_000))
+        written = records.write_failure(folder, RuntimeError("x" * 10_000))
         names = [n for n in os.listdir(folder) if n != "fill"]
         if written is None:
             assert names == [] and "could not write" in capsys.readouterr().err
@@ -177,6 +177,6 @@ def test_write_failure_on_a_real_full_disk_falls_back_to_a_short_record_or_stder
 @pytest.mark.parametrize("text, reason", [("", "empty file"), ("{half", "not valid JSON"), ("[1]", "not a JSON object")])
 def test_read_record_never_raises(tmp_path, text, reason):
     (tmp_path / "r.json").write_text(text)
-    record, why = run_folder.read_record(tmp_path / "r.json")
+    record, why = records.read_record(tmp_path / "r.json")
     assert record is None and why.startswith(reason)
-    assert run_folder.read_record(tmp_path / "absent.json") == (None, "missing")
+    assert records.read_record(tmp_path / "absent.json") == (None, "missing")

@@ -30,7 +30,6 @@ Faults end in one `jaxdl.errors.UserError` and a process that exits:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import shutil
 import threading
@@ -43,6 +42,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 from jaxdl import errors
+from jaxdl.training import orbax_logs
 from jaxdl.training.state import TrainState
 
 _TMP_SUFFIX = ".orbax-checkpoint-tmp"
@@ -112,7 +112,7 @@ class Checkpointer:
         self.read_only = read_only
         if not read_only:
             errors.check_writable(self.directory, doing="preparing the checkpoint folder")
-        _install_orbax_log_filter()
+        orbax_logs.install_log_filter()
         policies = [checkpoint_managers.LatestN(n=keep_last)]
         if best_metric is not None:
             policies.append(
@@ -285,10 +285,10 @@ class Checkpointer:
         skipped: list[Skipped] = []
         for step in sorted(self.all_steps(), reverse=True):
             try:
-                with _quiet_orbax():
+                with orbax_logs.quiet():
                     state, meta = self.restore(target, step)
             except Exception as e:  # noqa: BLE001 (any failure to read a checkpoint makes it unusable)
-                skipped.append(Skipped(step, self.step_path(step), _reason(e)))
+                skipped.append(Skipped(step, self.step_path(step), orbax_logs.short_reason(e)))
                 continue
             if set_aside and skipped:
                 skipped = [s._replace(moved_to=self._set_aside(s.step)) for s in skipped]
@@ -321,52 +321,3 @@ class Checkpointer:
                 )
             ) from e
         return destination
-
-
-def _reason(error: BaseException) -> str:
-    """One short line saying why a checkpoint did not restore: the innermost cause's first line."""
-    innermost, seen = error, set()
-    while (innermost.__cause__ or innermost.__context__) is not None and id(innermost) not in seen:
-        seen.add(id(innermost))
-        innermost = innermost.__cause__ or innermost.__context__
-    text = (str(innermost).strip().splitlines() or [""])[0]
-    text = f"{type(innermost).__name__}: {text}" if text else type(innermost).__name__
-    return text if len(text) <= 240 else text[:237] + "..."
-
-
-class _OrbaxStorageLogFilter(logging.Filter):
-    """Drops orbax's ERROR logs of a full or unwritable disk and shortens its other errors to one line.
-
-    A failed write is logged by each orbax thread it reaches, with a
-    traceback each (about 270 lines for one full disk), before `Checkpointer`
-    raises it once as a one-line `StorageError`. Other orbax errors keep
-    their first line (no traceback).
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR or f"{os.sep}orbax{os.sep}" not in record.pathname:
-            return True
-        error = record.exc_info[1] if record.exc_info else None
-        if error is not None and errors.os_errno(error) is not None:
-            return False
-        record.msg, record.args = (record.getMessage().splitlines() or [""])[0][:300], None
-        record.exc_info, record.exc_text, record.stack_info = None, None, None
-        return True
-
-
-def _install_orbax_log_filter() -> None:
-    logger = logging.getLogger("absl")  # orbax logs through absl.logging
-    if not any(isinstance(f, _OrbaxStorageLogFilter) for f in logger.filters):
-        logger.addFilter(_OrbaxStorageLogFilter())
-
-
-@contextlib.contextmanager
-def _quiet_orbax() -> Iterator[None]:
-    """Hides orbax's own ERROR logs while a checkpoint is tried: a failure is reported once, by the caller."""
-    logger = logging.getLogger("absl")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)

@@ -11,7 +11,6 @@ step randomness from (seed, step, example index).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import pathlib
 import sys
@@ -24,159 +23,16 @@ import numpy as np
 import tqdm
 
 from jaxdl.data.pipeline import ArrayLoader
-from jaxdl.errors import UserError
 from jaxdl.metrics.writers import MetricWriter, read_metrics
 from jaxdl.tasks.base import Prepared, Task
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
+from jaxdl.training.config import CheckpointSettings, LoopConfig, TrainerSettings
+from jaxdl.training.progress import NonFiniteMetricError, Progress, check_finite, checkpoint_meta
 from jaxdl.training.state import TrainState
 from jaxdl.viz.curves import plot_curves
 
-
-class NonFiniteMetricError(UserError, FloatingPointError):
-    """A logged or final metric became NaN or infinite; the run stopped and its checkpoints are kept."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LoopConfig:
-    """How the loop runs; every field has a unit or a meaning, none changes the maths.
-
-    Attributes:
-      epochs: passes over the training split.
-      max_steps: when set, the run's length in optimizer steps, replacing
-        `epochs` (it may end mid-epoch); iteration-based recipes (nanoGPT) use it.
-      log_every_steps: steps between fetches of the running train metrics.
-      eval_every_epochs: epochs between evaluations (the last step always evaluates).
-      eval_every_steps: evaluate every this many steps instead (None: by epochs).
-      checkpoint_every_steps: extra checkpoints inside epochs (None: at epoch ends only).
-      monitor: metric that ranks checkpoints and drives early stopping (e.g. "eval/elbo").
-      mode: "min" if lower `monitor` is better, else "max".
-      patience: evaluations without improvement of at least `min_delta`
-        before stopping; None disables early stopping.
-      min_delta: smallest change of `monitor` that counts as improvement.
-      nan_guard: stop with `NonFiniteMetricError` when a metric is NaN/Inf.
-      progress: show a progress bar on the console.
-      artifacts: let the task write its pictures each evaluation.
-      backend: "shard_map" or "pmap" (see `jaxdl.training.parallel`).
-      prefetch_to_device: batches copied to the devices ahead of the step
-        that uses them (0: each batch is copied when its step starts).
-      diagnostics_every_steps: every N steps, before the update, run the
-        task's `diagnostics` step (per-layer gradient norms, dead units; see
-        `jaxdl.training.diagnostics`) on that step's batch and log its
-        "diag/..." values (0: off; the train step is the same program either way).
-    """
-
-    epochs: int = 10
-    max_steps: int | None = None
-    log_every_steps: int = 100
-    eval_every_epochs: int = 1
-    eval_every_steps: int | None = None
-    checkpoint_every_steps: int | None = None
-    monitor: str = "eval/loss"
-    mode: str = "min"
-    patience: int | None = None
-    min_delta: float = 0.0
-    nan_guard: bool = True
-    progress: bool = True
-    artifacts: bool = True
-    backend: str = "shard_map"
-    prefetch_to_device: int = 0
-    diagnostics_every_steps: int = 0
-
-    def total_steps(self, steps_per_epoch: int) -> int:
-        """Optimizer steps of the whole run."""
-        return self.max_steps if self.max_steps is not None else self.epochs * steps_per_epoch
-
-    def __post_init__(self):
-        if self.epochs < 1:
-            raise ValueError(f"trainer.epochs={self.epochs} must be at least 1.")
-        if self.log_every_steps < 1 or self.eval_every_epochs < 1:
-            raise ValueError("trainer.log_every_steps and trainer.eval_every_epochs must be at least 1.")
-        for name in ("max_steps", "eval_every_steps", "checkpoint_every_steps"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise ValueError(f"trainer.{name}={value} must be at least 1 (or null).")
-        if self.prefetch_to_device < 0 or self.diagnostics_every_steps < 0:
-            raise ValueError("trainer.prefetch_to_device and trainer.diagnostics_every_steps must be >= 0 (0: off).")
-        if self.mode not in ("min", "max"):
-            raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max'.")
-
-
-@dataclasses.dataclass(frozen=True)
-class CheckpointSettings:
-    """Attributes: keep_last: the most recent checkpoints kept, besides the best by the monitored metric."""
-
-    keep_last: int = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainerSettings(LoopConfig):
-    """The `trainer` settings of a run: the loop's (`LoopConfig`) and how a run feeds it.
-
-    Attributes (besides `LoopConfig`'s):
-      batch_size: the global training batch: examples per optimizer step over
-        all devices and processes. Part of a model's recipe (it changes the maths).
-      eval_batch_size: the global evaluation batch (None: `batch_size`); it
-        does not change the metrics (the last batch is padded and masked).
-      num_devices: local devices to map the steps over (None: all).
-      tensorboard: also write TensorBoard event files.
-      checkpoint: how many checkpoints are kept.
-      monitor, mode: as `LoopConfig`'s; None takes the task's.
-    """
-
-    monitor: str | None = None
-    mode: str | None = None
-    batch_size: int = 100
-    eval_batch_size: int | None = None
-    num_devices: int | None = None
-    tensorboard: bool = True
-    checkpoint: CheckpointSettings = CheckpointSettings()
-
-    def __post_init__(self):
-        if self.batch_size < 1 or (self.eval_batch_size is not None and self.eval_batch_size < 1):
-            raise ValueError(f"trainer.batch_size={self.batch_size} and trainer.eval_batch_size must be at least 1.")
-        if self.mode is not None and self.mode not in ("min", "max"):
-            raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max' (or null: the task's).")
-        if self.checkpoint.keep_last < 1:
-            raise ValueError(f"trainer.checkpoint.keep_last={self.checkpoint.keep_last} must be at least 1.")
-        self.loop_config(monitor="eval/loss", mode="min")  # LoopConfig checks its own fields
-
-    def loop_config(self, *, monitor: str, mode: str) -> LoopConfig:
-        """The loop's settings, with the task's `monitor` and `mode` where these are None."""
-        fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(LoopConfig)}
-        return LoopConfig(**{**fields, "monitor": self.monitor or monitor, "mode": self.mode or mode})
-
-
-@dataclasses.dataclass
-class _Progress:
-    """What the loop must remember across a resume; saved as checkpoint meta."""
-
-    best: float | None = None
-    best_step: int | None = None
-    evals_since_best: int = 0
-    elapsed_s: float = 0.0
-    stopped_early: bool = False
-    stop_reason: str | None = None  # why it stopped before its planned length: "early_stopping" or a callback's reason
-    last_eval: dict[str, float] = dataclasses.field(default_factory=dict)
-
-    def improved(self, value: float, mode: str, min_delta: float) -> bool:
-        if self.best is None:
-            return True
-        return value < self.best - min_delta if mode == "min" else value > self.best + min_delta
-
-
-def _check_finite(
-    metrics: Mapping[str, Any], step: int, checkpointer: Checkpointer | None, *, when: str = "training stopped"
-) -> None:
-    bad = {k: v for k, v in metrics.items() if isinstance(v, (float, np.floating)) and not math.isfinite(v)}
-    if not bad:
-        return
-    last = checkpointer.latest_step() if checkpointer is not None else None
-    where = f"the last good checkpoint is step {last} in {checkpointer.directory}" if last is not None else "no checkpoint was saved"
-    raise NonFiniteMetricError(
-        f"{', '.join(f'{k}={float(v)}' for k, v in bad.items())} at step {step}; {when} and {where}. "
-        "Lower optimizer.learning_rate or set optimizer.grad_clip_norm."
-    )
+__all__ = ["CheckpointSettings", "LoopConfig", "NonFiniteMetricError", "TrainerSettings", "fit"]
 
 
 def fit(
@@ -242,7 +98,7 @@ def fit(
     root = jax.random.key(seed)
     train_key, eval_key = jax.random.fold_in(root, 1), jax.random.fold_in(root, 2)
 
-    progress_state = _Progress()
+    progress_state = Progress()
     resumed_from = None
     skipped = []  # damaged newer checkpoints, set aside (checkpoint.Skipped)
     if checkpointer is not None:
@@ -252,7 +108,7 @@ def fit(
             if writer is not None:
                 writer.write(damaged.step, {"event": "skipped_damaged_checkpoint", "moved_to": damaged.moved_to})
         if meta is not None:
-            progress_state = _Progress(**meta["progress"])
+            progress_state = Progress(**meta["progress"])
             resumed_from = int(state.step)
             if writer is not None:
                 writer.write(resumed_from, {"event": "resumed"})
@@ -303,7 +159,7 @@ def fit(
         if writer is not None:
             writer.write(step, record)
         if config.nan_guard:
-            _check_finite(record, step, checkpointer)
+            check_finite(record, step, checkpointer)
         if checkpointer is not None:
             checkpointer.check()  # a save that failed in the background stops the run here, not at the next one
         shown = record.get(f"train/{task.progress_metric}", float("nan"))
@@ -317,7 +173,7 @@ def fit(
         if writer is not None:
             writer.write(step, {"epoch": epoch, **last_eval})
         if config.nan_guard:
-            _check_finite(last_eval, step, checkpointer)
+            check_finite(last_eval, step, checkpointer)
         bar.write(f"epoch {epoch:g} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
         value = last_eval.get(config.monitor)
         if value is None:
@@ -348,7 +204,7 @@ def fit(
                 bar.write(f"Stopped at step {step}: {reason}.")
         if checkpointer is not None:
             checkpointer.save(
-                step, parallel.to_host(replicated), meta=_meta(progress_state, t0), metrics={config.monitor: value}
+                step, parallel.to_host(replicated), meta=checkpoint_meta(progress_state, t0), metrics={config.monitor: value}
             )
         if progress_state.stop_reason == "early_stopping":
             bar.write(
@@ -389,7 +245,7 @@ def fit(
                 elif checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
                     pending = []
-                    checkpointer.save(step, parallel.to_host(replicated), meta=_meta(progress_state, t0), metrics={})
+                    checkpointer.save(step, parallel.to_host(replicated), meta=checkpoint_meta(progress_state, t0), metrics={})
             log_train(pending, window_start)
             offset = 0
             if progress_state.stopped_early or step >= total_steps:
@@ -420,7 +276,7 @@ def fit(
         if writer is not None:
             writer.write(step, extra)
         if config.nan_guard:
-            _check_finite(extra, step, checkpointer, when="the final evaluation failed")
+            check_finite(extra, step, checkpointer, when="the final evaluation failed")
     final_eval_s = time.perf_counter() - t_final
     wall_time_s = progress_state.elapsed_s + time.perf_counter() - t0
     if config.progress or writer is not None:
@@ -454,7 +310,3 @@ def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax
         totals = out if totals is None else parallel.add(totals, out)
     return jax.tree.map(lambda x: x[0], totals)
 
-
-def _meta(progress: _Progress, t0: float) -> dict[str, Any]:
-    snapshot = dataclasses.replace(progress, elapsed_s=progress.elapsed_s + time.perf_counter() - t0)
-    return {"progress": dataclasses.asdict(snapshot)}

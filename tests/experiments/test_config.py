@@ -317,6 +317,6 @@ def test_precision_auto_is_float32_on_cpu_and_bfloat16_on_accelerators():
 
 
 def test_every_trainer_setting_is_a_field_of_the_loop_or_the_run():
-    from jaxdl.training.loop import TrainerSettings
+    from jaxdl.training.config import TrainerSettings
 
     assert set(compose_with().trainer) == {f.name for f in dataclasses.fields(TrainerSettings)}
