@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 from flax.linen.recurrent import DenseParams
 
-from jaxdl.models.layers import im2col_conv_general_dilated
+from jaxdl.models.layers import Dropout, im2col_conv_general_dilated
 from jaxdl.models.rnn import RNNLM
 
 Dtype = Any
@@ -106,12 +106,15 @@ class HoistedRNNLM(RNNLM):
     """`jaxdl.models.rnn.RNNLM` with its LSTM layers run as `HoistedLSTM` (the same parameter tree)."""
 
     @nn.compact
-    def __call__(self, tokens: jax.Array, *, train: bool, token_mask: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self, tokens: jax.Array, *, train: bool, example_keys: jax.Array | None = None,
+        token_mask: jax.Array | None = None,
+    ) -> jax.Array:
         if self.cell != "lstm":
             raise ValueError("HoistedRNNLM only changes the LSTM; use RNNLM for other cells.")
         dense = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = nn.Embed(self.vocab_size, self.embed_dim, name="embed", **dense)(tokens)  # [B, T, E]
-        x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        x = Dropout(self.dropout_rate)(x, example_keys, deterministic=not train)
         lengths = None
         if self.num_classes is not None:
             mask = jnp.ones(tokens.shape, bool) if token_mask is None else token_mask.astype(bool)
@@ -119,9 +122,9 @@ class HoistedRNNLM(RNNLM):
         carry = None
         for i in range(self.num_layers):
             carry, x = HoistedLSTM(self.hidden_dim, name=f"cell_{i}", **dense)(x, lengths)  # x: [B, T, D]
-            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            x = Dropout(self.dropout_rate)(x, example_keys, deterministic=not train)
         if self.num_classes is not None:
-            h = nn.Dropout(self.dropout_rate, deterministic=not train)(carry[1])
+            h = Dropout(self.dropout_rate)(carry[1], example_keys, deterministic=not train)
             return nn.Dense(self.num_classes, name="classifier", **dense)(h).astype(jnp.float32)  # [B, C]
         return nn.Dense(self.vocab_size, name="logits", **dense)(x).astype(jnp.float32)  # [B, T, V]
 

@@ -15,7 +15,8 @@ from tests.conftest import assert_close
 @pytest.mark.parametrize("num_layers", [1, 2])
 @pytest.mark.parametrize("num_classes", [None, 3])
 def test_hoisted_lstm_has_rnnlms_parameters_outputs_and_gradients(num_layers, num_classes):
-    sizes = dict(vocab_size=23, hidden_dim=16, embed_dim=8, num_layers=num_layers, num_classes=num_classes)
+    sizes = dict(vocab_size=23, hidden_dim=16, embed_dim=8, num_layers=num_layers, num_classes=num_classes,
+                 dropout_rate=0.25)
     new, ref = bench_variants.HoistedRNNLM(**sizes), RNNLM(**sizes)
     tokens = jax.random.randint(jax.random.key(0), (5, 11), 0, 23)
     token_mask = jnp.arange(11)[None, :] < jnp.array([11, 3, 7, 1, 10])[:, None]  # valid prefixes
@@ -24,8 +25,10 @@ def test_hoisted_lstm_has_rnnlms_parameters_outputs_and_gradients(num_layers, nu
     assert jax.tree.structure(params) == jax.tree.structure(ref_params)
     assert_close(params, ref_params, rtol=0, atol=0)  # identical initial values
 
+    example_keys = jax.random.split(jax.random.key(2), 5)  # the model contract's per-example dropout streams
+
     def loss(module, p):
-        out = module.apply({"params": p}, tokens, train=False, token_mask=token_mask)
+        out = module.apply({"params": p}, tokens, train=True, example_keys=example_keys, token_mask=token_mask)
         return jnp.sum(jnp.sin(out)), out
 
     (_, out_new), g_new = jax.value_and_grad(lambda p: loss(new, p), has_aux=True)(params)
