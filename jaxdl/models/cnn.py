@@ -137,9 +137,10 @@ class CNN(nn.Module):
             raise ValueError(f"Feature map {h.shape[1:3]} is smaller than the {self.pool_size}-pixel pool; use fewer blocks.")
         p = self.pool_size
         b, height, width, c = h.shape
-        if self.pool == "max" and height % p == 0 and width % p == 0:
-            # the same non-overlapping max-pool as nn.max_pool; as a reduction its gradient is about 2x cheaper on
-            # XLA's CPU backend than select-and-scatter (ties share the gradient instead of going to the first)
-            return h.reshape(b, height // p, p, width // p, p, c).max(axis=(2, 4))  # [B, H / p, W / p, C]
-        pool = nn.max_pool if self.pool == "max" else nn.avg_pool
-        return pool(h, (p, p), strides=(p, p))  # [B, H // p, W // p, C]
+        # Non-overlapping VALID pooling ignores the last H % p rows and W % p columns, so crop them and pool as a
+        # reduction over [B, H/p, p, W/p, p, C]: the same values as nn.max_pool / nn.avg_pool, and on XLA's CPU
+        # backend a max's gradient about 2x cheaper than select-and-scatter (ties share the gradient instead of
+        # going to the first; after a ReLU the common tie, all zeros, has zero gradient either way).
+        h = h[:, : height - height % p, : width - width % p]
+        h = h.reshape(b, height // p, p, width // p, p, c)
+        return h.max(axis=(2, 4)) if self.pool == "max" else h.mean(axis=(2, 4))  # [B, H // p, W // p, C]

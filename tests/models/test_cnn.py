@@ -48,11 +48,19 @@ def test_pool_first_pools_after_the_first_convolution_of_each_block():
     assert flops["flops"] < 0.6 * flops_later["flops"]  # the second convolutions see a quarter of the pixels
 
 
-def test_reshaped_max_pool_equals_flax_max_pool():
-    x = jax.random.normal(jax.random.key(0), (2, 8, 8, 3))
-    model = CNN(channels=(3,), kernel_size=1, padding="SAME", dense_dims=())
+@pytest.mark.parametrize("pool", ["max", "avg"])
+@pytest.mark.parametrize("size", [8, 31, 15])  # 31 and 15: the Keras CNN's odd feature maps (the remainder is dropped)
+def test_reshaped_pooling_equals_flax_pooling_in_values_and_gradients(pool, size):
+    x = jax.random.normal(jax.random.key(0), (2, size, size, 3))
+    model = CNN(channels=(3,), kernel_size=1, padding="SAME", dense_dims=(), pool=pool)
+    flax_pool = nn.max_pool if pool == "max" else nn.avg_pool
     pooled = model.bind({})._pool(x)
-    np.testing.assert_array_equal(pooled, nn.max_pool(x, (2, 2), strides=(2, 2)))
+    assert pooled.shape == (2, size // 2, size // 2, 3)
+    np.testing.assert_allclose(pooled, flax_pool(x, (2, 2), strides=(2, 2)), rtol=1e-6)
+    cotangent = jax.random.normal(jax.random.key(1), pooled.shape)
+    grad = jax.grad(lambda v: jnp.vdot(model.bind({})._pool(v), cotangent))(x)
+    flax_grad = jax.grad(lambda v: jnp.vdot(flax_pool(v, (2, 2), strides=(2, 2)), cotangent))(x)
+    np.testing.assert_allclose(grad, flax_grad, rtol=1e-6)  # no ties in continuous random inputs
 
 
 @pytest.mark.parametrize("sizes", [{}, dict(channels=(8, 16), convs_per_block=2, kernel_size=3, padding="SAME",
