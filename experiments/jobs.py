@@ -30,9 +30,13 @@ def train(
 ) -> dict[str, Any]:
     """Trains one run from a composed config's settings (plain dicts) into `run_dir`; returns its results.
 
-    Sets the environment (`env`) and JAX's persistent compilation cache first.
+    Sets the environment (`env`), jaxdl's XLA CPU settings (`jaxdl.backend`) and JAX's persistent
+    compilation cache first.
     """
     os.environ.update({k: str(v) for k, v in (settings.get("env") or {}).items()})  # before JAX starts
+    from jaxdl import backend
+
+    backend.configure()
     import jax
 
     if settings.get("compilation_cache_dir"):

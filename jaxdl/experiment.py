@@ -19,7 +19,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdl import build, errors, records, run_folder, settings as schema
+from jaxdl import backend, build, errors, records, run_folder, settings as schema
 from jaxdl.data import sequences, sources
 from jaxdl.data.pipeline import ArrayLoader
 from jaxdl.data.streaming import StreamingLoader
@@ -133,7 +133,7 @@ def run(
         datasets, the window maker's (seq_len, ...).
       optimizer: name, learning_rate, the optimizer's own settings,
         grad_clip_norm and schedule {name, ...} (see `jaxdl.build.build_optimizer`).
-      trainer: `jaxdl.training.loop.TrainerSettings` fields (batch sizes,
+      trainer: `jaxdl.training.config.TrainerSettings` fields (batch sizes,
         run length, evaluation and checkpoint cadence, ...).
       run_dir: output folder (created); rerunning into the same folder resumes.
         With several processes it must be the same folder on every host.
@@ -210,6 +210,7 @@ def run(
             "model": build.resolve_model(model, spec),
             "task": build.resolve_task(task, spec),
             "compute_dtype": compute.name,
+            "backend": {"platform": jax.default_backend(), **backend.describe()},
             "batch_size": batch_size,
             "steps_per_epoch": facts.steps_per_epoch(len(next(iter(prepared.train.values())))) if streamed is None
             else None,

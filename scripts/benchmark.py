@@ -124,7 +124,7 @@ CASES.update({
                             note="nanoGPT's GPU setting (batch 64 x 256, 10.7M parameters), dropout 0: "
                                  "the peers have none"),
     "airbench94_gpu": Case("airbench94_gpu", ("model=airbench94", "task.flip=false", "task.translate=0",
-                                              "task.lookahead=false"), "airbench94", ("data.batch_size=16",),
+                                              "task.lookahead=false"), "airbench94", (batch(16),),
                            note="the recipe's batch 1024"),
 })
 #: What --dtype adds to every case's overrides (one place, for when a global precision setting replaces it).
@@ -601,8 +601,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.require_idle and start["loaded"]:
         print("--require-idle: the machine is under load; not starting. Stop the other work and run again.", flush=True)
         return 3
+    from jaxdl import backend
+
+    xla_cpu = backend.configure()  # the jaxdl columns run with the XLA CPU settings every run gets
+    print(f"jaxdl XLA CPU settings: {xla_cpu['added_by_jaxdl'] or 'none'} ({xla_cpu['reason']})", flush=True)
     set_host_devices(args.host_devices)
-    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+    record = {"jaxdl_backend": xla_cpu, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "argv": " ".join(argv if argv is not None else sys.argv[1:]),
               "host_devices": args.host_devices, "load_rule": monitor.rule(), "rows": [], "pending": list(args.models),
               "dtype": args.dtype, "accelerator": accelerator()}

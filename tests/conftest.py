@@ -1,4 +1,4 @@
-"""Test-session setup: 8 fake CPU devices, tolerances, real-data location.
+"""Test-session setup: 8 fake CPU devices, jaxdl's XLA CPU settings, tolerances, real-data location.
 
 XLA_FLAGS must be set before JAX initialises its backends, so it is set here,
 before any test module imports jax. Tests that want one device ask for it
@@ -12,6 +12,10 @@ import pathlib
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+from jaxdl import backend  # noqa: E402
+
+backend.configure()  # the suite runs with the XLA CPU settings every run gets
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

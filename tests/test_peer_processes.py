@@ -19,7 +19,9 @@ import pytest
 
 pytest.importorskip("torch", reason="torch is not installed: pip install -e '.[bench]'")
 
-from benchmarks.peers.process import THREAD_ENV_PREFIXES, RemotePeers, thread_environment  # noqa: E402
+from benchmarks.peers.process import THREAD_ENV_PREFIXES, RemotePeers  # noqa: E402
+from jaxdl import backend  # noqa: E402
+from jaxdl.backend import without_additions  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FRESH = (
@@ -34,7 +36,7 @@ def test_torch_peer_process_keeps_torchs_default_threads_and_environment():
     settings = {"model": {"hidden_dims": [8], "dropout_rate": 0.0, "num_outputs": 3},
                 "optimizer": {"name": "adam", "learning_rate": 1e-3}}
     batch = {"image": np.zeros((4, 2, 2, 1), np.uint8), "label": np.arange(4) % 3}
-    parent_environment = dict(os.environ)
+    parent_environment = without_additions(os.environ)  # the user's: without the XLA flags jaxdl set for itself
     remote = RemotePeers(["torch"], "mlp", settings, batch)
     try:
         assert remote.ready == ["torch"]
@@ -42,12 +44,14 @@ def test_torch_peer_process_keeps_torchs_default_threads_and_environment():
         threads, environment = remote.threads, remote.environment
     finally:
         remote.close()
-    fresh = json.loads(subprocess.run([sys.executable, "-c", FRESH], capture_output=True, text=True, check=True).stdout)
+    fresh = json.loads(subprocess.run([sys.executable, "-c", FRESH], capture_output=True, text=True, check=True,
+                                      env=parent_environment).stdout)
 
     assert parent_environment.items() <= environment.items()  # the parent's environment, nothing taken away
     added = set(environment) - set(parent_environment)  # C-level additions (e.g. COLUMNS by a terminal library)
     assert not [k for k in added if k.startswith(THREAD_ENV_PREFIXES)]  # and nothing that sets threads
-    assert threads["env"] == fresh["env"] == thread_environment()
+    assert threads["env"] == fresh["env"] == {k: v for k, v in parent_environment.items() if k.startswith(THREAD_ENV_PREFIXES)}
+    assert not any(flag in environment.get("XLA_FLAGS", "") for flag in backend.CPU_XLA_FLAGS)  # Keras: jaxlib's own
     for name in OVERRIDES:
         assert (name in threads["env"]) == (name in os.environ), name  # only if whoever started the tests set it
     assert threads["torch_threads"] == fresh["threads"]

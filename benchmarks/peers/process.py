@@ -1,7 +1,9 @@
 """Peers in processes of their own, one framework per process, driven over a pipe by `scripts.benchmark`.
 
 Each framework's peers run in a child process started with multiprocessing's
-`spawn` method, which passes the benchmark's environment on unchanged; the
+`spawn` method, which passes the benchmark's environment on unchanged but for
+the XLA CPU flags jaxdl added for its own columns (`jaxdl.backend`), which the
+child takes out again, so that Keras gets jaxlib's defaults; the
 child changes nothing that decides how its framework uses threads (no
 OpenMP, MKL or XLA setting, no `torch.set_num_threads`), so PyTorch and Keras
 run with their own defaults, as their users run them. The child blocks on its
@@ -107,6 +109,11 @@ def serve(conn, peers, arch, settings, batch, device: str = "cpu", dtype: str = 
     `device` ("cpu" or "cuda") and `dtype` ("float32" or "bfloat16", autocast) place PyTorch peers; the
     defaults leave every framework exactly as its users run it.
     """
+    from jaxdl.backend import without_additions
+
+    inherited = without_additions(os.environ)  # the user's environment: not the XLA flags jaxdl chose for itself
+    os.environ.clear()
+    os.environ.update(inherited)
     environment = dict(os.environ)  # as inherited, before any framework is imported
     from benchmarks.peers import NotAvailable, make
 

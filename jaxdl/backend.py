@@ -1,0 +1,125 @@
+"""The XLA CPU settings jaxdl chooses, set in this process before JAX starts its backends.
+
+One setting, measured on a 2-core AMD EPYC with jaxlib 0.10.2 (benchmarks/RESULTS.md, "Convolutions"):
+
+`--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` leaves convolutions to XLA's own
+(Eigen) kernels instead of YNNPACK, which jaxlib 0.10 uses by default. YNNPACK's convolutions ran on one
+core here (CPU time = wall time) while XLA's use every core: one 3x3 convolution, 64 -> 64 channels,
+batch 64, 32x32, forward and weight gradient, 147 -> 86 ms; the Keras CNN's two layers 14.5 -> 10.1 ms
+and 9.6 -> 4.7 ms; the whole `model=cnn` step 31.7 -> 20.5 ms and `model=gan` 41.7 -> 36.3 ms; models
+without convolutions unchanged. The results agree with YNNPACK's to float32 rounding (relative error
+below 1e-5, `tests/test_backend.py`); digits of a trained convolutional network can differ in the last
+places, as between any two summation orders. Taking dots away from YNNPACK too was measured and not
+chosen: no model got faster, the MLP and VAE steps 5-10 % slower.
+
+The setting is an `--xla_cpu_` flag, read only by XLA's CPU compiler, so it never reaches a GPU or
+TPU program. It is added to `XLA_FLAGS` only:
+
+* for jaxlib versions it was measured on (`TESTED_JAXLIB`): XLA aborts the process on a flag it does
+  not know, so on other versions nothing is added and `describe()` says why;
+* when the user's `XLA_FLAGS` does not set the same flag (theirs wins);
+* unless `JAXDL_CPU_DEFAULTS=0` (the plain jaxlib defaults, e.g. to compare);
+* before JAX has started a backend (XLA reads its flags once per process); later it is too late, and
+  `describe()` says so.
+
+Every run records `describe()` in its manifest.json ("built" -> "backend").
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+#: XLA CPU flags jaxdl sets, with their values (see the module docstring for the measurements).
+CPU_XLA_FLAGS: dict[str, str] = {"--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
+#: jaxlib versions (major.minor prefixes) the flags are known to exist in and were measured on.
+TESTED_JAXLIB: tuple[str, ...] = ("0.10.",)
+#: Set to 0 to leave XLA's CPU settings at jaxlib's defaults.
+OPT_OUT_VARIABLE = "JAXDL_CPU_DEFAULTS"
+#: What `configure` added to XLA_FLAGS, so that child processes of other frameworks can take it back out.
+ADDED_VARIABLE = "JAXDL_ADDED_XLA_FLAGS"
+
+_reason: list[str] = []  # why this process's flags are what they are, once `configure` has run
+
+
+def _backends_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    try:
+        from jax._src import xla_bridge
+    except ImportError:  # a JAX without the private module: assume the worst
+        return True
+    return bool(getattr(xla_bridge, "_backends", {}))
+
+
+def _jaxlib_version() -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+
+        return version("jaxlib")
+    except (ImportError, PackageNotFoundError):
+        return None
+
+
+def configure() -> dict[str, Any]:
+    """Adds jaxdl's XLA CPU flags (`CPU_XLA_FLAGS`) to `XLA_FLAGS`, where that is safe and still in time.
+
+    Call it before anything computes with JAX; calling it again changes nothing. A child process
+    inherits the flags and the record of what jaxdl added (`ADDED_VARIABLE`).
+
+    Returns:
+      `describe()`: what is in effect and why.
+    """
+    env = os.environ
+    flags = env.get("XLA_FLAGS", "").split()
+    ours = env.get(ADDED_VARIABLE, "").split()
+    missing = [
+        f"{flag}={value}" for flag, value in CPU_XLA_FLAGS.items()
+        if not any(f == flag or f.startswith(flag + "=") for f in flags)
+    ]
+    if env.get(OPT_OUT_VARIABLE, "1").strip().lower() in ("0", "false", "no", "off"):
+        reason = f"{OPT_OUT_VARIABLE}={env[OPT_OUT_VARIABLE]}: jaxlib's defaults"
+    elif not (_jaxlib_version() or "").startswith(TESTED_JAXLIB):
+        reason = f"jaxlib {_jaxlib_version()} is not among the measured versions {TESTED_JAXLIB}: jaxlib's defaults"
+    elif not missing:
+        reason = "set by jaxdl" if ours else "set by the user's XLA_FLAGS"
+    elif _backends_started():
+        reason = "JAX had already started its backends: too late to set XLA flags in this process"
+    else:
+        env["XLA_FLAGS"] = " ".join([*flags, *missing])
+        env[ADDED_VARIABLE] = " ".join([*ours, *missing])
+        reason = "set by jaxdl"
+    _reason[:] = [reason]
+    return describe()
+
+
+def describe() -> dict[str, Any]:
+    """What this process runs with.
+
+    Returns:
+      {"xla_flags": XLA_FLAGS as it is now, "added_by_jaxdl": the flags jaxdl added (list of str),
+      "reason": why (or "not configured" before `configure` ran)}.
+    """
+    return {
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "added_by_jaxdl": os.environ.get(ADDED_VARIABLE, "").split(),
+        "reason": _reason[0] if _reason else "not configured",
+    }
+
+
+def without_additions(environ: dict[str, str]) -> dict[str, str]:
+    """`environ` with the flags `configure` added taken out of XLA_FLAGS (for another framework's process).
+
+    A peer framework in a child process (PyTorch, Keras) inherits this process's environment; this gives
+    it the environment its user had, so that it runs at its own defaults.
+    """
+    env = dict(environ)
+    added = env.pop(ADDED_VARIABLE, "").split()
+    if added:
+        kept = [f for f in env.get("XLA_FLAGS", "").split() if f not in added]
+        if kept:
+            env["XLA_FLAGS"] = " ".join(kept)
+        else:
+            env.pop("XLA_FLAGS", None)
+    return env

@@ -1,0 +1,97 @@
+"""jaxdl's XLA CPU settings (`jaxdl.backend`): set before JAX starts, same numbers as jaxlib's defaults.
+
+The conversion checks run in fresh processes: XLA reads its flags once per process, and this one's
+backend has started.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxdl import backend
+from tests.conftest import REPO
+
+#: A convolution's forward and weight gradient (what a training step needs of a layer), compiled in a fresh
+#: process after `backend.configure()`; prints what is in effect and whether YNNPACK got the convolution.
+PROGRAM = """
+import json, sys
+import numpy as np
+from jaxdl import backend
+settings = backend.configure()
+import jax, jax.numpy as jnp
+
+def conv(x, w):
+    return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+def step(x, w, dy):
+    y, pullback = jax.vjp(lambda w: conv(x, w), w)
+    return y, pullback(dy)[0]
+
+rng = np.random.default_rng(0)
+x, w, dy = (rng.standard_normal(s).astype(np.float32) for s in ((4, 12, 12, 16), (3, 3, 16, 32), (4, 12, 12, 32)))
+compiled = jax.jit(step).lower(x, w, dy).compile()
+y, dw = compiled(x, w, dy)
+np.savez(sys.argv[1], y=np.asarray(y), dw=np.asarray(dw))
+print(json.dumps({**settings, "ynn_fusions": compiled.as_text().count('"__ynn_fusion"')}))
+"""
+
+
+def _run(tmp_path, name: str, **env: str) -> tuple[dict, dict]:
+    environ = backend.without_additions(os.environ)  # as the user started it
+    environ.pop("XLA_FLAGS", None)
+    environ.update(env)
+    out = tmp_path / f"{name}.npz"
+    done = subprocess.run([sys.executable, "-c", PROGRAM, str(out)], capture_output=True, text=True, cwd=REPO,
+                          env=environ, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(out))
+
+
+def test_convolutions_leave_ynnpack_with_the_same_numbers_and_the_opt_out_restores_jaxlibs_defaults(tmp_path):
+    ours, ours_out = _run(tmp_path, "ours")
+    plain, plain_out = _run(tmp_path, "plain", JAXDL_CPU_DEFAULTS="0")
+    flag = "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution"
+    assert ours["added_by_jaxdl"] == [flag] and flag in ours["xla_flags"] and ours["reason"] == "set by jaxdl"
+    assert plain["added_by_jaxdl"] == [] and plain["xla_flags"] == "" and "JAXDL_CPU_DEFAULTS=0" in plain["reason"]
+    assert plain["ynn_fusions"] > 0 and ours["ynn_fusions"] == 0  # the flag changes the program it should
+    for name in ("y", "dw"):  # another summation order: equal to float32 rounding
+        scale = np.abs(plain_out[name]).max()
+        np.testing.assert_allclose(ours_out[name], plain_out[name], rtol=0, atol=1e-5 * scale)
+
+
+def test_the_users_own_value_of_the_flag_wins(tmp_path):
+    mine = "--xla_cpu_experimental_ynn_fusion_type=-individual_dot"
+    settings, _ = _run(tmp_path, "mine", XLA_FLAGS=mine)
+    assert settings["xla_flags"] == mine and settings["added_by_jaxdl"] == []
+    assert settings["reason"] == "set by the user's XLA_FLAGS" and settings["ynn_fusions"] > 0
+
+
+def test_once_the_backend_has_started_it_is_too_late_and_says_so(monkeypatch):
+    import jax
+
+    jax.devices()  # this process's backend has started
+    monkeypatch.setattr(backend, "_reason", list(backend._reason))  # this session's record stays as it was
+    monkeypatch.delenv("XLA_FLAGS", raising=False)
+    monkeypatch.delenv(backend.ADDED_VARIABLE, raising=False)
+    settings = backend.configure()
+    assert settings["added_by_jaxdl"] == [] and "too late" in settings["reason"]
+    assert "XLA_FLAGS" not in os.environ
+
+
+@pytest.mark.parametrize(("flags", "kept"), [
+    ("--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+     "--xla_force_host_platform_device_count=8"),
+    ("--xla_cpu_experimental_ynn_fusion_type=-individual_convolution", None),
+])
+def test_child_processes_of_other_frameworks_get_the_users_environment_back(flags, kept):
+    env = {"XLA_FLAGS": flags, backend.ADDED_VARIABLE: "--xla_cpu_experimental_ynn_fusion_type=-individual_convolution",
+           "OTHER": "1"}
+    cleaned = backend.without_additions(env)
+    assert cleaned.get("XLA_FLAGS") == kept and backend.ADDED_VARIABLE not in cleaned and cleaned["OTHER"] == "1"
+    assert backend.without_additions({"XLA_FLAGS": "--mine"}) == {"XLA_FLAGS": "--mine"}  # nothing added: unchanged
