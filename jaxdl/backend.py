@@ -1,16 +1,15 @@
 """The XLA CPU settings jaxdl chooses, set in this process before JAX starts its backends.
 
-One setting, measured on a 2-core AMD EPYC with jaxlib 0.10.2 (benchmarks/RESULTS.md, "Convolutions"):
+One setting, measured on a 2-core x86 CPU with jaxlib 0.10 (the figures: benchmarks/RESULTS.md,
+"Before and after" and "Convolutions"):
 
 `--xla_cpu_experimental_ynn_fusion_type=-individual_convolution` leaves convolutions to XLA's own
 (Eigen) kernels instead of YNNPACK, which jaxlib 0.10 uses by default. YNNPACK's convolutions ran on one
-core here (CPU time = wall time) while XLA's use every core: one 3x3 convolution, 64 -> 64 channels,
-batch 64, 32x32, forward and weight gradient, 147 -> 86 ms; the Keras CNN's two layers 14.5 -> 10.1 ms
-and 9.6 -> 4.7 ms; the whole `model=cnn` step 31.7 -> 20.5 ms and `model=gan` 41.7 -> 36.3 ms; models
-without convolutions unchanged. The results agree with YNNPACK's to float32 rounding (relative error
-below 1e-5, `tests/test_backend.py`); digits of a trained convolutional network can differ in the last
-places, as between any two summation orders. Taking dots away from YNNPACK too was measured and not
-chosen: no model got faster, the MLP and VAE steps 5-10 % slower.
+core there (CPU time equal to wall time) while XLA's use every core, so convolutional models train
+faster; models without convolutions compile to the same program. The results agree with YNNPACK's to
+float32 rounding (`tests/test_backend.py`); digits of a trained convolutional network can differ in the
+last places, as between any two summation orders. Taking dots away from YNNPACK too was measured and
+not chosen: no model got faster and the smallest got slower.
 
 The setting is an `--xla_cpu_` flag, read only by XLA's CPU compiler, so it never reaches a GPU or
 TPU program. It is added to `XLA_FLAGS` only:
@@ -31,7 +30,7 @@ import os
 import sys
 from typing import Any
 
-#: XLA CPU flags jaxdl sets, with their values (see the module docstring for the measurements).
+#: XLA CPU flags jaxdl sets, with their values (why: the module docstring).
 CPU_XLA_FLAGS: dict[str, str] = {"--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
 #: jaxlib versions (major.minor prefixes) the flags are known to exist in and were measured on.
 TESTED_JAXLIB: tuple[str, ...] = ("0.10.",)
