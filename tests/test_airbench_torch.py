@@ -10,6 +10,8 @@ Needs torch (`pip install -e .[bench]`); skipped without it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 
@@ -21,6 +23,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from jaxdl.models.airbench import Airbench94  # noqa: E402
 from jaxdl.tasks.airbench import AirbenchTask  # noqa: E402
+from jaxdl.tasks.base import RunFacts  # noqa: E402
 from jaxdl.training import optim  # noqa: E402
 from benchmarks.peers.torch_airbench94 import (  # noqa: E402
     torch_airbench94,
@@ -79,29 +82,30 @@ def setup():
     images = rng.integers(0, 256, (3 * HYP["batch_size"], 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 10, len(images))
     task = AirbenchTask(
-        Airbench94(), batch_size=HYP["batch_size"], total_steps=TOTAL_STEPS, normalize_mean=MEAN, normalize_std=STD,
-        flip=False, translate=0, whiten_images=len(images),
+        Airbench94(), normalize_mean=MEAN, normalize_std=STD, flip=False, translate=0, whiten_images=len(images),
         weight_decay=HYP["weight_decay"] * HYP["batch_size"] / HYP["lr"],  # the script's wd / lr at this batch size
     )
-    task.prepare_train_split({"image": images, "label": labels})
+    split = {"image": images, "label": labels}
+    context = task.prepare(split, split, RunFacts(batch_size=HYP["batch_size"], epochs=1, max_steps=TOTAL_STEPS)).context
+    assert context.total_steps == TOTAL_STEPS and context.steps_per_epoch == 3
     schedule = optim.make_schedule(
         "triangular", HYP["lr"] / (1024 * (1 + 1 / (1 - HYP["momentum"]))), total_steps=TOTAL_STEPS,
-        steps_per_epoch=task.steps_per_epoch, warmup_steps=WARMUP_STEPS, start_factor=0.2, end_factor=0.07,
+        steps_per_epoch=context.steps_per_epoch, warmup_steps=WARMUP_STEPS, start_factor=0.2, end_factor=0.07,
     )
     tx = optim.make_optimizer("sgd", schedule, momentum=HYP["momentum"], nesterov=True)
-    state = task.init_state(jax.random.key(0), tx, {"image": images[:1]})
+    state = task.init_state(jax.random.key(0), tx, {"image": images[:1]}, context)
     torch.manual_seed(0)
     net = torch_airbench94()
     copy_into_torch(net, state.params)
     normalized = (images.astype(np.float32) / 255.0 - np.float32(MEAN)) / np.float32(STD)  # [N, H, W, C]
     torch_images = torch.from_numpy(normalized.transpose(0, 3, 1, 2).copy())
-    return task, state, net, images, labels, normalized, torch_images
+    return task, context, state, net, images, labels, normalized, torch_images
 
 
 def test_whitening_filters_span_the_same_whitening_as_the_script(setup):
-    task, _, _, _, _, _, torch_images = setup
+    _, context, _, _, _, _, _, torch_images = setup
     reference = torch_airbench94_whitening(torch_images).numpy()  # [24, C, kh, kw]
-    ours = task.whiten_kernel.transpose(3, 2, 0, 1)
+    ours = context.whiten_kernel.transpose(3, 2, 0, 1)
     assert ours.shape == reference.shape
     # eigenvectors are defined up to sign (and rotation within equal eigenvalues): compare F^T F
     f_ours, f_ref = ours.reshape(24, -1), reference.reshape(24, -1)
@@ -110,7 +114,7 @@ def test_whitening_filters_span_the_same_whitening_as_the_script(setup):
 
 
 def test_forward_pass_matches_pytorch(setup):
-    task, state, net, _, _, normalized, torch_images = setup
+    task, _, state, net, _, _, normalized, torch_images = setup
     x = normalized[:64]
     net.train()
     expected_train = net(torch_images[:64]).detach().numpy()
@@ -130,14 +134,14 @@ def test_forward_pass_matches_pytorch(setup):
 
 
 def test_two_sgd_steps_match_pytorch(setup):
-    task, state, _, images, labels, _, torch_images = setup
+    task, context, state, _, images, labels, _, torch_images = setup
     torch.manual_seed(0)
     net = torch_airbench94()
     copy_into_torch(net, state.params)
     optimizer, scheduler = torch_airbench94_optimizer(net, batch_size=HYP["batch_size"], total_steps=TOTAL_STEPS)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=HYP["label_smoothing"], reduction="none")
     net.train()
-    step = jax.jit(task.train_step)
+    step = jax.jit(functools.partial(task.train_step, context=context))
     b = HYP["batch_size"]
     for i in range(2):
         rows = slice(i * b, (i + 1) * b)
@@ -149,7 +153,7 @@ def test_two_sgd_steps_match_pytorch(setup):
         batch = {"image": images[rows], "label": labels[rows], "index": np.arange(i * b, (i + 1) * b, dtype=np.int32)}
         state, metrics = step(state, batch, jax.random.key(1))
         np.testing.assert_allclose(float(metrics["loss"]) * b, loss.item(), rtol=1e-5)
-    initial = setup[1].params
+    initial = setup[2].params
     assert not np.allclose(state.params["block1"]["norm1"]["bias"], initial["block1"]["norm1"]["bias"])
     assert not np.allclose(state.params["head"]["kernel"], initial["head"]["kernel"])
     assert_close(state.params, flax_from_torch(net), rtol=1e-4, atol=2e-6)
