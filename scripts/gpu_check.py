@@ -577,23 +577,29 @@ def part_shakespeare(check: Check, part: Part, timeout_s: float) -> None:
         cmd = [check.python, "benchmarks/reference/nanogpt_shakespeare_char.py", "--input", str(text),
                *REFERENCE["nanogpt_tiny" if check.tiny else "nanogpt"], "--device", device, "--iters", str(iters),
                "--output", str(ref_out)]
-        left = t_end - time.monotonic()
-        ref_code, _ = run(cmd, ref_log, left, check.env) if left >= MIN_PART_S else (None, 0.0)
-        if ref_code == 0:
-            ref = json.loads(ref_out.read_text())
-            part.numbers["nanoGPT reference"] = (
-                f"{ref['iters']} iterations, whole-split loss {ref['evals'][-1]['val_whole']:.4f}, "
-                f"wall {ref['wall_time_s']:.1f} s, {ref['iters_per_s'] or float('nan'):.1f} it/s "
-                f"(first iteration {ref['first_iter_s']:.1f} s; {ref['dtype']}, compile {ref['compile']}, "
-                "no dropout)")
-        else:
-            part.numbers["nanoGPT reference"] = ("not started: " + f"{left:.0f} s left" if left < MIN_PART_S else
-                                                 "stopped at its limit" if ref_code is None else
-                                                 f"exit {ref_code}: {last_line(ref_log)}")
+        run_reference(check, part, "nanoGPT reference", cmd, ref_log, ref_out, t_end, lambda ref: (
+            f"{ref['iters']} iterations, whole-split loss {ref['evals'][-1]['val_whole']:.4f}, "
+            f"wall {ref['wall_time_s']:.1f} s, {ref['iters_per_s'] or float('nan'):.1f} it/s "
+            f"(first iteration {ref['first_iter_s']:.1f} s; {ref['dtype']}, compile {ref['compile']}, no dropout)"))
     if jaxdl is not None:
         part.status = "ran"
     if not check.tiny:
         part.numbers["published"] = f"nanoGPT: {NANOGPT_LOSS} after {NANOGPT_ITERS} iterations, about 3 min on an A100"
+
+
+def run_reference(check: Check, part: Part, name: str, cmd: list[str], log: pathlib.Path, out: pathlib.Path,
+                  t_end: float, describe: Callable[[dict[str, Any]], str]) -> None:
+    """Runs a PyTorch reference script in the time left of its part and writes `describe(its JSON)` as `name`,
+    or why it did not start, stopped or failed."""
+    left = t_end - time.monotonic()
+    if left < MIN_PART_S:
+        part.numbers[name] = f"not started: {left:.0f} s left"
+        return
+    code, _ = run(cmd, log, left, check.env)
+    if code == 0:
+        part.numbers[name] = describe(json.loads(out.read_text()))
+    else:
+        part.numbers[name] = "stopped at its limit" if code is None else f"exit {code}: {last_line(log)}"
 
 
 def part_airbench(check: Check, part: Part, timeout_s: float) -> None:
@@ -632,18 +638,10 @@ def part_airbench(check: Check, part: Part, timeout_s: float) -> None:
         part.logs.append(str(ref_log.relative_to(check.out)))
         cmd = [check.python, "benchmarks/reference/airbench94_cifar10.py", "--archive", archive, "--device", device,
                *REFERENCE["airbench_tiny" if check.tiny else "airbench"], "--output", str(ref_out)]
-        left = t_end - time.monotonic()
-        ref_code, _ = run(cmd, ref_log, left, check.env) if left >= MIN_PART_S else (None, 0.0)
-        if ref_code == 0:
-            ref = json.loads(ref_out.read_text())
-            part.numbers["PyTorch reference"] = (
-                f"total_time_seconds {ref['total_time_seconds']:.2f} s (whitening, training steps, TTA), "
-                f"{ref['steps']} steps, wall {ref['wall_time_s']:.1f} s, TTA accuracy {ref['tta_val_acc']:.4f} "
-                f"({ref['dtype']})")
-        else:
-            part.numbers["PyTorch reference"] = ("not started: " + f"{left:.0f} s left" if left < MIN_PART_S else
-                                                 "stopped at its limit" if ref_code is None else
-                                                 f"exit {ref_code}: {last_line(ref_log)}")
+        run_reference(check, part, "PyTorch reference", cmd, ref_log, ref_out, t_end, lambda ref: (
+            f"total_time_seconds {ref['total_time_seconds']:.2f} s (whitening, training steps, TTA), "
+            f"{ref['steps']} steps, wall {ref['wall_time_s']:.1f} s, TTA accuracy {ref['tta_val_acc']:.4f} "
+            f"({ref['dtype']})"))
     if not check.tiny:
         part.numbers["published"] = "airbench94: 94.01 % in 3.83 s on an A100 (float16)"
 

@@ -75,17 +75,15 @@ def _on_device(make: Callable[..., Any], device: str, dtype: str) -> Callable[..
     Raises:
       NotAvailable (from the returned function): no CUDA device for PyTorch here.
     """
-    import contextlib
-
     import torch
 
     from benchmarks.peers import NotAvailable
+    from benchmarks.peers.torch_device import autocast, synchronize, use_device
 
     if device == "cuda" and torch.cuda.is_available():
-        torch.set_default_device(device)
+        use_device(device)
         from_numpy = torch.from_numpy
         torch.from_numpy = lambda array: from_numpy(array).to(device)
-        torch.set_float32_matmul_precision("high")
 
     def make_on_device(peer, arch, settings, batch):
         if device == "cuda" and not torch.cuda.is_available():
@@ -93,10 +91,9 @@ def _on_device(make: Callable[..., Any], device: str, dtype: str) -> Callable[..
         run = make(peer, arch, settings, batch)
 
         def timed(k: int) -> None:
-            with torch.autocast(device, dtype=torch.bfloat16) if dtype == "bfloat16" else contextlib.nullcontext():
+            with autocast(device, dtype):
                 run(k)
-            if device == "cuda":
-                torch.cuda.synchronize()
+            synchronize(device)
 
         return timed
 

@@ -36,7 +36,7 @@ bfloat16` runs the network under autocast (the script casts it to float16).
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import math
 import os
@@ -50,6 +50,7 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `jaxdl` and `benchmarks`
+from benchmarks.peers import torch_device  # noqa: E402
 from benchmarks.peers.torch_airbench94 import (  # noqa: E402
     torch_airbench94,
     torch_airbench94_optimizer,
@@ -156,16 +157,9 @@ def main() -> None:
     torch.manual_seed(args.seed)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    if device.type != "cpu":
-        torch.set_default_device(device)  # the loader's and the network's tensors are made on the default device
-        torch.set_float32_matmul_precision("high")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bfloat16" else (
-        contextlib.nullcontext)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    device = torch_device.use_device(args.device)  # the loader and the network make their tensors there
+    autocast = functools.partial(torch_device.autocast, device, args.dtype)
+    sync = functools.partial(torch_device.synchronize, device)
 
     wall_start = time.perf_counter()
 

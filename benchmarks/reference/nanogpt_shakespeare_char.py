@@ -32,7 +32,7 @@ holds compilation), without the evaluations.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import math
 import os
@@ -45,6 +45,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the repository root, for `benchmarks`
+from benchmarks.peers import torch_device  # noqa: E402
 from benchmarks.peers.torch_gpt import torch_gpt  # noqa: E402  nanoGPT's GPT, the one torch Transformer of the project
 
 VOCAB, BATCH, BLOCK, LAYERS, HEADS, WIDTH, ITERS = 65, 12, 64, 4, 4, 128, 2000
@@ -89,16 +90,9 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
     batch_size, block, layers, heads, width, iters, estimate_batches = SETTINGS[args.setting]
     iters = args.iters or iters
-    device = torch.device(args.device)
-    if device.type != "cpu":
-        torch.set_default_device(device)  # torch_gpt makes its positions with torch.arange on the default device
-        torch.set_float32_matmul_precision("high")
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if args.dtype == "bfloat16" else (
-        contextlib.nullcontext)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+    device = torch_device.use_device(args.device)  # torch_gpt makes its positions there with torch.arange
+    autocast = functools.partial(torch_device.autocast, device, args.dtype)
+    sync = functools.partial(torch_device.synchronize, device)
 
     text = open(args.input).read()
     stoi = {ch: i for i, ch in enumerate(sorted(set(text)))}
