@@ -414,18 +414,26 @@ def junit_counts(path: pathlib.Path) -> dict[str, Any] | None:
             "skip_reason": skips[0].get("message", "") if skips else "", "first_failure": first_failure}
 
 
+def run_jaxdl(check: Check, part: Part, overrides: list[str], run_dir: pathlib.Path, log: pathlib.Path,
+              timeout_s: float, env: dict[str, str] | None = None) -> dict[str, Any] | None:
+    """Runs `python -m experiments.run OVERRIDES` into `run_dir`; its results.json, or None with the part failed."""
+    cmd = [check.python, "-m", "experiments.run", *overrides, f"hydra.run.dir={run_dir}"]
+    code, _ = run(cmd, log, timeout_s, check.env if env is None else env)
+    if code != 0:
+        failed(part, code, timeout_s, log, run_dir)
+        return None
+    return results(run_dir)
+
+
 def part_vae(check: Check, part: Part, timeout_s: float) -> None:
     if not check.has_mnist():
         part.reason = f"no MNIST in --data ({check.data}): needs mnist/*-ubyte.gz or a prepared mnist_idx"
         return
     run_dir, log = check.runs / "vae", check.logs / "2_vae.log"
     part.logs.append(str(log.relative_to(check.out)))
-    cmd = [check.python, "-m", "experiments.run", *check.overrides("vae"), f"hydra.run.dir={run_dir}"]
-    code, _ = run(cmd, log, timeout_s, check.env)
-    if code != 0:
-        failed(part, code, timeout_s, log, run_dir)
+    res = run_jaxdl(check, part, check.overrides("vae"), run_dir, log, timeout_s)
+    if res is None:
         return
-    res = results(run_dir)
     nll = res["metrics"]["eval/nll"]
     part.status = "ran"
     part.numbers["eval/nll"] = f"{nll:.2f} nats"
@@ -549,18 +557,14 @@ def part_shakespeare(check: Check, part: Part, timeout_s: float) -> None:
     if iters is not None and iters != NANOGPT_ITERS:
         overrides.append(f"trainer.max_steps={iters}")
     share = timeout_s if device is None else timeout_s * JAXDL_SIDE
-    cmd = [check.python, "-m", "experiments.run", *overrides, f"hydra.run.dir={run_dir}"]
-    code, _ = run(cmd, log, share, check.env)
-    jaxdl = None
-    if code == 0:
-        jaxdl = results(run_dir)
+    jaxdl = run_jaxdl(check, part, overrides, run_dir, log, share)
+    if jaxdl is not None:
         iters = iters or jaxdl["steps"]
         speed = iterations_per_s(jaxdl)
         part.numbers["jaxdl"] = (f"{jaxdl['steps']} iterations, eval/loss {jaxdl['metrics']['eval/loss']:.4f}, "
                                  f"wall {jaxdl['wall_time_s']:.1f} s, {speed or float('nan'):.1f} it/s "
                                  f"(first step {jaxdl['first_step_s']:.1f} s)")
     else:
-        failed(part, code, share, log, run_dir)
         part.numbers["jaxdl"] = part.reason
 
     if device is None:
@@ -619,17 +623,14 @@ def part_airbench(check: Check, part: Part, timeout_s: float) -> None:
     share = left if device is None else left * JAXDL_SIDE
     # bfloat16 convolutions are emulated, slowly, on a CPU: --tiny runs float32 (the override is tried by part 4)
     overrides = check.overrides("airbench", *([] if check.tiny else ["bfloat16"]))
-    cmd = [check.python, "-m", "experiments.run", *overrides, f"hydra.run.dir={run_dir}"]
-    code, _ = run(cmd, log, share, check.cifar_env())
-    if code == 0:
-        res = results(run_dir)
+    res = run_jaxdl(check, part, overrides, run_dir, log, share, check.cifar_env())
+    if res is not None:
         part.status = "ran"
         accuracy = res["metrics"].get("eval/tta_accuracy", res["metrics"].get("eval/accuracy"))
         part.numbers["jaxdl"] = (f"training steps {res['train_time_s']:.2f} s after a first step of "
                                  f"{res['first_step_s']:.1f} s, {res['steps']} steps, wall {res['wall_time_s']:.1f} s, "
                                  f"TTA accuracy {accuracy:.4f}")
     else:
-        failed(part, code, share, log, run_dir)
         part.numbers["jaxdl"] = part.reason
     if device is None:
         part.numbers["PyTorch reference"] = f"skipped: {why}"
