@@ -121,24 +121,16 @@ def storage_error(
       None for anything else (the caller re-raises `exc`: it may be a bug).
     """
     code = os_errno(exc)
-    path = os.fspath(path)
     if code in _FULL:
-        what = "the disk quota" if code == errno.EDQUOT else "no space left on the device"
-        return DiskFullError(
-            f"Could not write {path} while {doing}: {what} ({errno.errorcode[code]}). "
-            + (fix or "Free space on that disk or choose a folder on another one."),
-            path=path,
-            errno_=code,
-        )
-    if code in _NOT_WRITABLE:
-        why = "read-only file system" if code == errno.EROFS else "permission denied"
-        return NotWritableError(
-            f"Could not write {path} while {doing}: {why} ({errno.errorcode[code]}). "
-            + (fix or "Make the folder writable or choose another one."),
-            path=path,
-            errno_=code,
-        )
-    return None
+        kind, why = DiskFullError, "the disk quota" if code == errno.EDQUOT else "no space left on the device"
+        fix = fix or "Free space on that disk or choose a folder on another one."
+    elif code in _NOT_WRITABLE:
+        kind, why = NotWritableError, "read-only file system" if code == errno.EROFS else "permission denied"
+        fix = fix or "Make the folder writable or choose another one."
+    else:
+        return None
+    path = os.fspath(path)
+    return kind(f"Could not write {path} while {doing}: {why} ({errno.errorcode[code]}). {fix}", path=path, errno_=code)
 
 
 def check_writable(folder: os.PathLike | str, *, doing: str, fix: str | None = None) -> None:
