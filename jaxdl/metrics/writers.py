@@ -6,7 +6,6 @@ TensorBoard files are written with tensorboardX, which needs no TensorFlow.
 from __future__ import annotations
 
 import json
-import math
 import os
 import pathlib
 import sys
@@ -77,7 +76,3 @@ def read_metrics(path: os.PathLike | str) -> Iterator[dict]:
                 yield json.loads(line)
             except json.JSONDecodeError:
                 continue
-
-
-def is_finite(value: float) -> bool:
-    return not (math.isnan(value) or math.isinf(value))
