@@ -232,8 +232,8 @@ def jaxdl_runner(built: Built, num_devices: int, *, pipeline: bool = False, trac
     n = len(devices)
     backend = built.settings["trainer"].get("backend", "shard_map")
     step = parallel.data_parallel(built.task.train_step, devices, backend=backend, donate_state=True,
-                                  context=built.context)
-    holder = {"state": parallel.replicate(built.state, devices)}
+                                  returns_state=True, context=built.context)
+    holder = {"state": parallel.replicate(built.state, devices, backend=backend)}
     on_device = next(parallel.prefetch_to_device([parallel.shard(built.host_batch, n)], 1, devices))
     key = jax.random.fold_in(jax.random.key(built.settings["seed"]), 1)
     batches = _endless(built.loader)
@@ -730,8 +730,8 @@ def step_flops(built: Built) -> float | None:
 
     devices = parallel.select_devices(1)
     backend = built.settings["trainer"].get("backend", "shard_map")
-    step = parallel.data_parallel(built.task.train_step, devices, backend=backend)
-    args = parallel.replicate(built.state, devices), parallel.shard(built.host_batch, 1), jax.random.key(0)
+    step = parallel.data_parallel(built.task.train_step, devices, backend=backend, returns_state=True)
+    args = parallel.replicate(built.state, devices, backend=backend), parallel.shard(built.host_batch, 1), jax.random.key(0)
     analysis = step.lower(*args).compile().cost_analysis()
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None

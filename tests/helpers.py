@@ -46,14 +46,16 @@ def run_steps(
     devices = _devices(devices)
     if state is None:
         state = task.init_state(jax.random.key(0), tx, batch, context)
-    replicated = parallel.replicate(state, devices)
-    step = parallel.data_parallel(task.train_step, devices, backend=backend, donate_state=True, context=context)
+    replicated = parallel.replicate(state, devices, backend=backend)
+    step = parallel.data_parallel(
+        task.train_step, devices, backend=backend, donate_state=True, returns_state=True, context=context
+    )
     sharded = parallel.shard({k: v for k, v in batch.items() if k != "mask"}, len(devices))
     history = []
     for _ in range(steps):
         replicated, metrics = step(replicated, sharded, jax.random.key(1))
         history.append(jax.device_get(metrics))
-    return parallel.unreplicate(replicated), history
+    return parallel.unreplicate(replicated, backend=backend), history
 
 
 def eval_batch(arrays: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -114,10 +114,10 @@ def fit(
                 writer.write(resumed_from, {"event": "resumed"})
 
     n = len(devices)
-    replicated = parallel.replicate(state, devices)
+    replicated = parallel.replicate(state, devices, backend=config.backend)
     context = prepared.context
     train_step = parallel.data_parallel(
-        task.train_step, devices, backend=config.backend, donate_state=True, context=context
+        task.train_step, devices, backend=config.backend, donate_state=True, returns_state=True, context=context
     )
     eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend, context=context)
     diagnose = None  # compiled separately, so the train step is the same program with diagnostics off
@@ -144,6 +144,10 @@ def fit(
         smoothing=0.1,
         mininterval=0.5 if interactive else 60.0,  # a log file gets a line a minute, not thousands
     )
+
+    def on_host() -> TrainState:
+        """Device 0's copy of the current state as numpy arrays (what checkpoints store)."""
+        return parallel.to_host(replicated, backend=config.backend)
 
     def log_train(pending: list, window_start: float) -> float:
         """Fetches the pending step metrics, logs their mean; returns the time after the fetch."""
@@ -186,7 +190,8 @@ def fit(
         if config.patience is not None and progress_state.evals_since_best > config.patience:
             progress_state.stopped_early, progress_state.stop_reason = True, "early_stopping"
         if writer is not None and config.artifacts:
-            task.write_artifacts(parallel.unreplicate(replicated), round(epoch), run_dir, prepared, totals)
+            device_state = parallel.unreplicate(replicated, backend=config.backend)
+            task.write_artifacts(device_state, round(epoch), run_dir, prepared, totals)
             records = list(read_metrics(writer.path))
             plot_curves(
                 records,
@@ -204,7 +209,7 @@ def fit(
                 bar.write(f"Stopped at step {step}: {reason}.")
         if checkpointer is not None:
             checkpointer.save(
-                step, parallel.to_host(replicated), meta=checkpoint_meta(progress_state, t0), metrics={config.monitor: value}
+                step, on_host(), meta=checkpoint_meta(progress_state, t0), metrics={config.monitor: value}
             )
         if progress_state.stop_reason == "early_stopping":
             bar.write(
@@ -245,7 +250,7 @@ def fit(
                 elif checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
                     pending = []
-                    checkpointer.save(step, parallel.to_host(replicated), meta=checkpoint_meta(progress_state, t0), metrics={})
+                    checkpointer.save(step, on_host(), meta=checkpoint_meta(progress_state, t0), metrics={})
             log_train(pending, window_start)
             offset = 0
             if progress_state.stopped_early or step >= total_steps:
@@ -260,7 +265,7 @@ def fit(
             checkpointer.wait()
 
     final_metrics = dict(progress_state.last_eval)
-    host_state = parallel.unreplicate(replicated)
+    host_state = parallel.unreplicate(replicated, backend=config.backend)
 
     def evaluate_with(step_fn):
         mapped = parallel.data_parallel(step_fn, devices, backend=config.backend, context=context)

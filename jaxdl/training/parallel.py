@@ -6,10 +6,13 @@ metrics with `pmean`/`psum` over it (or does nothing when `axis_name` is None,
 so the same function also runs unmapped in tests). This module binds the
 step's static settings, maps it over devices and moves arrays on and off them.
 
-Layout: every mapped array carries a leading device axis. A global batch
-[B, ...] is fed as [N, B / N, ...] for N devices; the train state is
-replicated as [N, ...] (identical copies kept in step by the `pmean`ed
-gradients).
+Layout: a global batch [B, ...] is fed as [N, B / N, ...] for N devices,
+and every output of a step other than the train state carries a leading [N]
+device axis. The train state is replicated (identical copies kept in step by
+the `pmean`ed gradients): under "shard_map" it is one global array of its own
+shape on every device (sharding `P()`); under "pmap" it is stacked as
+[N, ...]. `replicate`, `unreplicate` and `to_host` take the backend and hide
+the difference.
 
 Two backends give the same per-device program and the same numbers:
 
@@ -18,7 +21,10 @@ Two backends give the same per-device program and the same numbers:
   device mesh named "batch", the mechanism `jax.pmap` itself is built on in
   current JAX. It skips pmap's per-call Python dispatch, which on CPU costs
   about 7 ms a step (an MLP-VAE step at batch 100: 11 ms under pmap, 4 ms
-  here; scripts/benchmark measures it).
+  here; scripts/benchmark measures it). The state enters and leaves the
+  program with its own shape: a stacked [N, ...] state made XLA copy every
+  donated parameter and optimizer moment once per step (34 copies, 0.3 ms
+  of a 3.7 ms MLP-VAE step; benchmarks/vae_overhead measures the loop).
 """
 
 from __future__ import annotations
@@ -68,6 +74,7 @@ def data_parallel(
     *,
     backend: str = "shard_map",
     donate_state: bool = False,
+    returns_state: bool = False,
     **static: Any,
 ) -> Callable[..., Any]:
     """Compiles `step_fn(state, batch, key, *, axis_name, **static)` over devices.
@@ -78,16 +85,20 @@ def data_parallel(
       backend: "shard_map" or "pmap" (see the module docstring).
       donate_state: reuse the input state's buffers for the output state; the
         caller must not touch the old state afterwards.
+      returns_state: the step returns `(new_state, outputs)` (a train step);
+        the new state keeps the replicated state's layout.
       **static: keyword settings bound into the step (they become constants
         of the compiled program).
 
     Returns:
-      `mapped(state, batch, key) -> outputs`: `state` and `batch` carry a
-      leading [N] axis, `key` is one typed key shared by all devices, and
-      every output leaf gains a leading [N] axis.
+      `mapped(state, batch, key) -> outputs`: `state` as `replicate(...,
+      backend=backend)` lays it out, `batch` with a leading [N] axis (see
+      `shard`), `key` one typed key shared by all devices; every output leaf
+      other than the new state gains a leading [N] axis.
 
     Raises:
-      ValueError: unknown backend.
+      ValueError: unknown backend; or (when the step is traced) a step that
+        returns `(new_state, outputs)` compiled without `returns_state=True`.
     """
     fn = functools.partial(step_fn, axis_name=AXIS_NAME, **static)
     donate = (0,) if donate_state else ()
@@ -98,40 +109,63 @@ def data_parallel(
     if backend != "shard_map":
         raise ValueError(f"Unknown parallel backend {backend!r}; choose one of {BACKENDS}.")
 
+    expand = lambda tree: jax.tree.map(lambda x: x[None], tree)
+
     def per_device(state, batch, key):
-        squeeze = lambda tree: jax.tree.map(lambda x: x[0], tree)
-        out = fn(squeeze(state), squeeze(batch), key)
-        return jax.tree.map(lambda x: x[None], out)
+        out = fn(state, jax.tree.map(lambda x: x[0], batch), key)
+        if returns_state:
+            new_state, outputs = out
+            return new_state, expand(outputs)
+        if isinstance(out, tuple) and len(out) == 2 and jax.tree.structure(out[0]) == jax.tree.structure(state):
+            raise ValueError(
+                f"{getattr(step_fn, '__qualname__', step_fn)} returns (new_state, outputs); "
+                "compile it with data_parallel(..., returns_state=True)."
+            )
+        return expand(out)
 
     mesh = _mesh(devices)
-    # check_vma=False gives pmap's semantics: every mapped input is per-device,
-    # and collectives are exactly the ones the step writes.
+    # check_vma=False gives pmap's semantics: the batch is per-device, the state
+    # is taken as replicated, and collectives are exactly the ones the step writes.
+    state_spec, out_specs = P(), ((P(), P(AXIS_NAME)) if returns_state else P(AXIS_NAME))
     mapped = jax.shard_map(
-        per_device, mesh=mesh, in_specs=(P(AXIS_NAME), P(AXIS_NAME), P()), out_specs=P(AXIS_NAME), check_vma=False
+        per_device, mesh=mesh, in_specs=(state_spec, P(AXIS_NAME), P()), out_specs=out_specs, check_vma=False
     )
     sharded, whole = NamedSharding(mesh, P(AXIS_NAME)), NamedSharding(mesh, P())
-    return jax.jit(mapped, in_shardings=(sharded, sharded, whole), out_shardings=sharded, donate_argnums=donate)
+    out_shardings = (whole, sharded) if returns_state else sharded
+    return jax.jit(mapped, in_shardings=(whole, sharded, whole), out_shardings=out_shardings, donate_argnums=donate)
 
 
-def replicate(tree: T, devices: Sequence[jax.Device]) -> T:
-    """Copies every leaf to each device: a leaf [...] becomes [N, ...], sharded over devices."""
-    sharding = NamedSharding(_mesh(devices), P(AXIS_NAME))
+def replicate(tree: T, devices: Sequence[jax.Device], *, backend: str = "shard_map") -> T:
+    """Copies every leaf to each device, laid out as `backend`'s steps take the state.
+
+    "shard_map": each leaf keeps its shape and is replicated (sharding `P()`);
+    "pmap": a leaf [...] becomes [N, ...], sharded over the devices. Either
+    way the copies are new buffers, so a step that donates them leaves `tree`
+    usable.
+    """
+    mesh = _mesh(devices)
+    if backend != "pmap":
+        # jnp.copy: device_put alone may reuse a device-0 leaf's buffer for device 0's copy
+        return jax.device_put(jax.tree.map(jnp.copy, tree), NamedSharding(mesh, P()))
     n = len(devices)
+    sharding = NamedSharding(mesh, P(AXIS_NAME))
     return jax.tree.map(lambda x: jax.device_put(jnp.broadcast_to(x, (n, *jnp.shape(x))), sharding), tree)
 
 
-def unreplicate(tree: T) -> T:
-    """Takes device 0's copy of a replicated tree (leaves lose their [N] axis)."""
-    return jax.tree.map(lambda x: x[0], tree)
+def unreplicate(tree: T, *, backend: str = "shard_map") -> T:
+    """Device 0's copy of a tree laid out by `replicate(..., backend=backend)`, on device 0 alone."""
+    if backend == "pmap":
+        return jax.tree.map(lambda x: x[0], tree)
+    return jax.tree.map(lambda x: x.addressable_shards[0].data if isinstance(x, jax.Array) else x, tree)
 
 
-def to_host(tree: T) -> T:
+def to_host(tree: T, *, backend: str = "shard_map") -> T:
     """Device 0's copy of a replicated tree as numpy arrays: what checkpoints store.
 
     Host arrays are the same on every process, so a multi-process checkpoint
     writes them once, and they restore onto any number of devices.
     """
-    return jax.device_get(unreplicate(tree))
+    return jax.device_get(unreplicate(tree, backend=backend))
 
 
 def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray]:

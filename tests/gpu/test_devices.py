@@ -67,9 +67,9 @@ def test_all_local_gpus_give_the_one_device_result(gpus, backend):
         single = jax.jit(functools.partial(task.train_step, axis_name=None))
         for _ in range(3):
             one, one_metrics = single(one, batch, jax.random.key(1))
-        mapped = parallel.data_parallel(task.train_step, gpus, backend=backend)
-        many, sharded = parallel.replicate(state, gpus), parallel.shard(batch, n)
+        mapped = parallel.data_parallel(task.train_step, gpus, backend=backend, returns_state=True)
+        many, sharded = parallel.replicate(state, gpus, backend=backend), parallel.shard(batch, n)
         for _ in range(3):
             many, many_metrics = mapped(many, sharded, jax.random.key(1))
-    assert_close(parallel.unreplicate(many).params, one.params, rtol=1e-4, atol=1e-6)
+    assert_close(parallel.unreplicate(many, backend=backend).params, one.params, rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(many_metrics["loss"]), float(one_metrics["loss"]), rtol=1e-5)

@@ -49,7 +49,7 @@ def train(dtype, tx, devices, steps: int):
     task = LanguageModelTask(Transformer(**SHAPES, dtype=dtype))  # parameters stay float32 (param_dtype)
     with jax.default_device(devices[0]):
         state = init_task.init_state(jax.random.key(0), tx, batch)
-    step = parallel.data_parallel(task.train_step, devices[:1])
+    step = parallel.data_parallel(task.train_step, devices[:1], returns_state=True)
     replicated, sharded = parallel.replicate(state, devices[:1]), parallel.shard(batch, 1)
     history = []
     # The float32 reference at full precision: by default XLA computes float32 products in TF32 on these GPUs.

@@ -56,7 +56,7 @@ def test_step_compiles_once_over_several_calls():
     task = CountingTask(VAE(**SMALL))
     devices = parallel.select_devices(1)
     state = parallel.replicate(task.init_state(jax.random.key(0), optax.adam(1e-3), make_batch()), devices)
-    step = parallel.data_parallel(task.train_step, devices, donate_state=True)
+    step = parallel.data_parallel(task.train_step, devices, donate_state=True, returns_state=True)
     for seed in range(4):
         batch = make_batch(seed=seed)
         del batch["mask"]

@@ -1,8 +1,9 @@
-"""Moving step outputs off the devices: stacked fetches and summed eval outputs give what one-by-one ops give."""
+"""Mapping steps over devices: the state layout, stacked fetches and summed eval outputs."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from jaxdl.training import parallel
 
@@ -15,7 +16,7 @@ def _steps(num_devices: int, count: int):
         loss = parallel.pmean(jnp.mean(batch["x"] * state), axis_name)
         return state, {"loss": loss, "count": parallel.psum(jnp.float32(batch["x"].shape[0]), axis_name)}
 
-    mapped = parallel.data_parallel(step, devices)
+    mapped = parallel.data_parallel(step, devices, returns_state=True)
     state = parallel.replicate(jnp.float32(1.5), devices)
     rng = np.random.default_rng(0)
     return [mapped(state, parallel.shard({"x": rng.standard_normal(8).astype(np.float32)}, len(devices)),
@@ -38,3 +39,35 @@ def test_add_sums_trees_leaf_by_leaf_as_eager_addition():
     summed = parallel.add(a, b)
     for k in a:
         np.testing.assert_array_equal(np.asarray(summed[k]), np.asarray(a[k] + b[k]))
+
+
+def test_the_shard_map_state_keeps_its_shape_and_a_donated_step_leaves_the_original_usable():
+    devices = parallel.select_devices(4)
+
+    def step(state, batch, key, *, axis_name):
+        del key
+        grad = parallel.pmean(jnp.mean(batch["x"]) * jnp.ones_like(state["w"]), axis_name)
+        return {"w": state["w"] - grad}, {"loss": parallel.pmean(jnp.mean(batch["x"]), axis_name)}
+
+    state = {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3)}
+    mapped = parallel.data_parallel(step, devices, donate_state=True, returns_state=True)
+    replicated = parallel.replicate(state, devices)
+    assert replicated["w"].shape == (2, 3) and replicated["w"].sharding.is_fully_replicated
+    x = np.arange(8, dtype=np.float32)
+    new, metrics = mapped(replicated, parallel.shard({"x": x}, 4), jax.random.key(0))
+    assert new["w"].shape == (2, 3) and metrics["loss"].shape == (4,)
+    np.testing.assert_allclose(parallel.to_host(new)["w"], np.asarray(state["w"]) - x.mean())
+    np.testing.assert_array_equal(np.asarray(state["w"]), np.arange(6).reshape(2, 3))  # not donated away
+    assert parallel.unreplicate(new)["w"].devices() == {devices[0]}
+
+
+def test_a_train_step_compiled_without_returns_state_fails_with_the_fix():
+    devices = parallel.select_devices(1)
+
+    def step(state, batch, key, *, axis_name):
+        return state, {"loss": jnp.mean(batch["x"])}
+
+    mapped = parallel.data_parallel(step, devices)
+    with pytest.raises(ValueError, match="returns_state=True"):
+        mapped(parallel.replicate(jnp.float32(1.0), devices), parallel.shard({"x": np.ones(2, np.float32)}, 1),
+               jax.random.key(0))
