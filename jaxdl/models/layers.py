@@ -8,7 +8,9 @@ whether the batch sits on one device or is split over eight.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -151,3 +153,63 @@ def im2col_conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=
     taps = [x[:, i : i + sh * (h_out - 1) + 1 : sh, j : j + sw * (w_out - 1) + 1 : sw, :] for i in range(kh) for j in range(kw)]
     patches = jnp.concatenate(taps, axis=-1)  # [B, H', W', kh * kw * C], (i, j, c) order as rhs's reshape
     return jnp.dot(patches, rhs.reshape(kh * kw * c, o), precision=precision)  # [B, H', W', O]
+
+
+def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
+    """`lax.dot_general` for dense layers, with a weight gradient that XLA's CPU backend computes without
+    transposing the wider activation.
+
+    lhs [..., *in_dims] x rhs [*in_dims, *out_dims] -> [..., *out_dims] (the
+    contraction `flax.linen.Dense` and `DenseGeneral` ask for: lhs's trailing
+    axes with rhs's leading ones, no batch axes), same dtype. Forward values
+    are `lax.dot_general`'s. The gradient of the kernel is a product over all
+    positions of the inputs and the output gradient. Written as autodiff writes
+    it, d_rhs = lhs^T d_out, XLA's CPU backend makes a transposed copy of d_out,
+    fused with whatever produced it (a GELU's derivative in a Transformer MLP):
+    a strided write that took 4 ms of a 69 ms step for each [768, 512] MLP
+    input on a 2-core CPU. When the layer widens (out > in), this computes
+    (d_out^T lhs)^T instead, so that the narrower lhs is the copied operand;
+    the same sums of products. Narrowing layers, and any other
+    contraction, go to `lax.dot_general` unchanged. Use it as the
+    `dot_general` of `flax.linen.Dense` / `DenseGeneral`.
+    """
+    (lhs_contract, rhs_contract), batch = dimension_numbers
+    n = len(lhs_contract)
+    dense = (
+        not any(batch)
+        and preferred_element_type is None
+        and tuple(lhs_contract) == tuple(range(lhs.ndim - n, lhs.ndim))
+        and tuple(rhs_contract) == tuple(range(n))
+    )
+    if not dense or math.prod(rhs.shape[n:]) <= math.prod(rhs.shape[:n]):
+        return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                                   preferred_element_type=preferred_element_type)
+    return _widening_dense(lhs, rhs, n, precision)
+
+
+def _dense_2d(lhs, rhs, n):
+    """lhs as [M, in], rhs as [in, out]."""
+    size_in = math.prod(rhs.shape[:n])
+    return lhs.reshape(-1, size_in), rhs.reshape(size_in, -1)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _widening_dense(lhs, rhs, n, precision):
+    dims = ((tuple(range(lhs.ndim - n, lhs.ndim)), tuple(range(n))), ((), ()))
+    return jax.lax.dot_general(lhs, rhs, dims, precision=precision)
+
+
+def _widening_dense_fwd(lhs, rhs, n, precision):
+    return _widening_dense(lhs, rhs, n, precision), (lhs, rhs)
+
+
+def _widening_dense_bwd(n, precision, residuals, d_out):
+    lhs, rhs = residuals
+    x, w = _dense_2d(lhs, rhs, n)  # [M, in], [in, out]
+    g = d_out.reshape(x.shape[0], w.shape[1])  # [M, out]
+    d_lhs = jax.lax.dot_general(g, w, (((1,), (1,)), ((), ())), precision=precision)  # [M, in]
+    d_rhs_t = jax.lax.dot_general(g, x, (((0,), (0,)), ((), ())), precision=precision)  # [out, in]
+    return d_lhs.reshape(lhs.shape).astype(lhs.dtype), d_rhs_t.T.reshape(rhs.shape).astype(rhs.dtype)
+
+
+_widening_dense.defvjp(_widening_dense_fwd, _widening_dense_bwd)

@@ -34,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.errors import require_positive
-from jaxdl.models.layers import Dropout, drop, site_id, site_keys
+from jaxdl.models.layers import Dropout, dense_dot_general, drop, site_id, site_keys
 
 Dtype = Any
 
@@ -72,7 +72,7 @@ class CausalSelfAttention(nn.Module):
         head = width // self.num_heads
         qkv = nn.DenseGeneral(
             (3, self.num_heads, head), use_bias=self.use_bias, kernel_init=_normal(_INIT_STD),
-            dtype=self.dtype, param_dtype=self.param_dtype, name="qkv",
+            dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dense_dot_general, name="qkv",
         )(x)  # [B, T, 3, N, H]
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # [B, T, N, H] each
 
@@ -102,7 +102,7 @@ class CausalSelfAttention(nn.Module):
             y = jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=causal)  # [B, T, N, H]
         y = nn.DenseGeneral(
             width, axis=(-2, -1), use_bias=self.use_bias, kernel_init=_normal(self.out_std),
-            dtype=self.dtype, param_dtype=self.param_dtype, name="out",
+            dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dense_dot_general, name="out",
         )(y)  # [B, T, D]
         return Dropout(self.dropout_rate)(y, example_keys, deterministic=not train)
 
@@ -132,10 +132,10 @@ class MLP(nn.Module):
     def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
         width = x.shape[-1]
         h = nn.Dense(self.mlp_ratio * width, use_bias=self.use_bias, kernel_init=_normal(_INIT_STD),
-                     dtype=self.dtype, param_dtype=self.param_dtype, name="fc")(x)  # [B, T, 4D]
+                     dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dense_dot_general, name="fc")(x)  # [B, T, 4D]
         h = nn.gelu(h, approximate=False)
         h = nn.Dense(width, use_bias=self.use_bias, kernel_init=_normal(self.out_std),
-                     dtype=self.dtype, param_dtype=self.param_dtype, name="proj")(h)  # [B, T, D]
+                     dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dense_dot_general, name="proj")(h)  # [B, T, D]
         return Dropout(self.dropout_rate)(h, example_keys, deterministic=not train)
 
 
