@@ -171,7 +171,9 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     (d_out^T lhs)^T instead, so that the narrower lhs is the copied operand;
     the same sums of products. Narrowing layers, and any other
     contraction, go to `lax.dot_general` unchanged. Use it as the
-    `dot_general` of `flax.linen.Dense` / `DenseGeneral`.
+    `dot_general` of `flax.linen.Dense` / `DenseGeneral`. The widening case is
+    a `jax.custom_vjp`: reverse mode (`jax.grad`, `jax.vjp`) goes through it,
+    forward mode (`jax.jvp`, `jax.jacfwd`) does not.
     """
     (lhs_contract, rhs_contract), batch = dimension_numbers
     n = len(lhs_contract)

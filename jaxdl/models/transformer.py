@@ -12,7 +12,10 @@ kernel where the backend has one (cuDNN flash attention on GPU for bf16). When
 training with `dropout_rate > 0` attention is written out instead, so that
 dropout can act on the attention probabilities as in nanoGPT. Dropout follows
 the model contract (`jaxdl.models.contract`): one stream per example
-(`example_keys`), each layer's mask folded from its module path.
+(`example_keys`), each layer's mask folded from its module path. The dense
+layers take their products through `jaxdl.models.layers.dense_dot_general`
+(the values of `lax.dot_general`; a weight gradient that XLA's CPU backend
+computes without a transposed copy of the widening layers' output gradient).
 
 `decode=True` turns on Flax's autoregressive cache (collection "cache"): init
 the model on a [B, max_len] array to size the cache, then call it on chunks of
@@ -131,11 +134,11 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool, example_keys: jax.Array | None = None) -> jax.Array:
         width = x.shape[-1]
-        h = nn.Dense(self.mlp_ratio * width, use_bias=self.use_bias, kernel_init=_normal(_INIT_STD),
-                     dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dense_dot_general, name="fc")(x)  # [B, T, 4D]
+        common = dict(use_bias=self.use_bias, dtype=self.dtype, param_dtype=self.param_dtype,
+                      dot_general=dense_dot_general)
+        h = nn.Dense(self.mlp_ratio * width, kernel_init=_normal(_INIT_STD), name="fc", **common)(x)  # [B, T, 4D]
         h = nn.gelu(h, approximate=False)
-        h = nn.Dense(width, use_bias=self.use_bias, kernel_init=_normal(self.out_std),
-                     dtype=self.dtype, param_dtype=self.param_dtype, dot_general=dense_dot_general, name="proj")(h)  # [B, T, D]
+        h = nn.Dense(width, kernel_init=_normal(self.out_std), name="proj", **common)(h)  # [B, T, D]
         return Dropout(self.dropout_rate)(h, example_keys, deterministic=not train)
 
 
