@@ -168,12 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     total = settings["trainer"]["epochs"] * (len(images) // batch_size_of(settings))
     for pair in range(args.pairs):
         # the order alternates (jaxdl first in even pairs), so neither loop always runs in the other's wake
-        bare = bare_loop(settings, images, total, log_every) if pair % 2 else None
+        bare_first = pair % 2 == 1
+        if bare_first:
+            bare = bare_loop(settings, images, total, log_every)
         with tempfile.TemporaryDirectory() as tmp:
             results = jaxdl_run(settings, pathlib.Path(tmp))
         if results["steps"] != total:
             raise RuntimeError(f"jaxdl ran {results['steps']} steps, the bare loop {total}")
-        bare = bare or bare_loop(settings, images, total, log_every)
+        if not bare_first:
+            bare = bare_loop(settings, images, total, log_every)
         steps = results["steps"] - 1
         ratio = results["train_time_s"] / bare["train_time_s"]
         pairs.append({"jaxdl_s": results["train_time_s"], "bare_s": bare["train_time_s"], "steps": steps, "ratio": ratio})

@@ -189,12 +189,6 @@ def dense_dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_ele
     return _widening_dense(lhs, rhs, n, precision)
 
 
-def _dense_2d(lhs, rhs, n):
-    """lhs as [M, in], rhs as [in, out]."""
-    size_in = math.prod(rhs.shape[:n])
-    return lhs.reshape(-1, size_in), rhs.reshape(size_in, -1)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _widening_dense(lhs, rhs, n, precision):
     dims = ((tuple(range(lhs.ndim - n, lhs.ndim)), tuple(range(n))), ((), ()))
@@ -207,7 +201,8 @@ def _widening_dense_fwd(lhs, rhs, n, precision):
 
 def _widening_dense_bwd(n, precision, residuals, d_out):
     lhs, rhs = residuals
-    x, w = _dense_2d(lhs, rhs, n)  # [M, in], [in, out]
+    size_in = math.prod(rhs.shape[:n])
+    x, w = lhs.reshape(-1, size_in), rhs.reshape(size_in, -1)  # [M, in], [in, out]
     g = d_out.reshape(x.shape[0], w.shape[1])  # [M, out]
     d_lhs = jax.lax.dot_general(g, w, (((1,), (1,)), ((), ())), precision=precision)  # [M, in]
     d_rhs_t = jax.lax.dot_general(g, x, (((0,), (0,)), ((), ())), precision=precision)  # [out, in]
