@@ -27,7 +27,7 @@ from jaxdl.errors import SettingsError
 from jaxdl.evaluators.fid import FID
 from jaxdl.metrics.writers import MetricWriter
 from jaxdl.provenance import environment, manifest
-from jaxdl.tasks.base import RunFacts, Task
+from jaxdl.tasks.base import RunFacts, Task, initial_state
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
 from jaxdl.training.config import CheckpointSettings, TrainerSettings
@@ -242,7 +242,7 @@ def run(
     )
     init_key = jax.random.fold_in(jax.random.key(seed), 0)
     example = {k: v[:1] for k, v in train_arrays.items()}
-    state = objective.init_state(init_key, tx, example, prepared.context)
+    state = initial_state(objective, init_key, tx, example, prepared.context)
 
     checkpointer = Checkpointer(
         run_dir / "checkpoints", keep_last=loop_settings.checkpoint.keep_last, best_metric=loop_config.monitor,

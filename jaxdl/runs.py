@@ -20,7 +20,7 @@ import numpy as np
 
 from jaxdl import build
 from jaxdl.errors import UserError
-from jaxdl.tasks.base import Task
+from jaxdl.tasks.base import Task, initial_state
 from jaxdl.training.checkpoint import Checkpointer
 from jaxdl.training.state import TrainState
 
@@ -90,7 +90,7 @@ def restore(
     steps_per_epoch = record["built"].get("steps_per_epoch") or 1
     total = settings["trainer"].get("max_steps") or 10**9  # only the schedule's values depend on it, not the state
     tx = build.build_optimizer(settings["optimizer"], total_steps=total, steps_per_epoch=steps_per_epoch)
-    target = task.init_state(jax.random.key(0), tx, example_batch, context)
+    target = initial_state(task, jax.random.key(0), tx, example_batch, context)
     checkpointer = Checkpointer(pathlib.Path(run_dir) / "checkpoints", read_only=True)
     try:
         if checkpointer.latest_step() is None and step is None:

@@ -172,7 +172,7 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     from jaxdl.data import sequences, sources
     from jaxdl.data.pipeline import ArrayLoader
     from jaxdl.experiment import data_settings, trainer_settings
-    from jaxdl.tasks.base import RunFacts
+    from jaxdl.tasks.base import RunFacts, initial_state
 
     data = dict(settings["data"])
     if train_limit is not None:
@@ -200,7 +200,7 @@ def build(settings: dict[str, Any], *, train_limit: int | None) -> Built:
     total = max(total, warmup + 1)  # a --train-limit run still fits the warmup
     tx = builder_of.build_optimizer(settings["optimizer"], total_steps=total, steps_per_epoch=loader.steps_per_epoch)
     key = jax.random.fold_in(jax.random.key(settings["seed"]), 0)
-    state = task.init_state(key, tx, {k: v[:1] for k, v in prepared.train.items()}, prepared.context)
+    state = initial_state(task, key, tx, {k: v[:1] for k, v in prepared.train.items()}, prepared.context)
     return Built(settings, task, state, loader, next(iter(loader.epoch(0))), prepared.context)
 
 

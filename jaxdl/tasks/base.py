@@ -166,3 +166,29 @@ class Task:
         evaluation just made (what `summarize_eval` received).
         """
         del state, epoch, run_dir, prepared, totals
+
+
+def initial_state(
+    task: Task, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: Any = None
+) -> Any:
+    """`task.init_state(key, tx, example_batch, context)` compiled as one program.
+
+    Run op by op, initialisation compiles one small program per operation and
+    parameter shape (about 80 for a 4-layer Transformer), and each compiled
+    program stays in JAX's cache for the life of the process, about 1.5 MB
+    apiece on the CPU backend. One program holds the same state in a fraction
+    of that memory and time. Values may differ from the op-by-op ones in the
+    last bit of a float32 (XLA fuses the initialisers' arithmetic); a run is
+    reproducible from its seed either way.
+
+    Args:
+      task: the objective whose `init_state` runs.
+      key: the initialisation key.
+      tx: the optimizer (static: it becomes part of the state's structure).
+      example_batch: arrays whose shapes `init_state` reads (traced; their values are not baked in).
+      context: the task's prepared context (closed over as constants).
+
+    Returns:
+      The task's state, as `init_state` returns it, on the default device.
+    """
+    return jax.jit(lambda key, example: task.init_state(key, tx, example, context))(key, dict(example_batch))
