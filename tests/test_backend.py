@@ -60,6 +60,7 @@ def test_convolutions_leave_ynnpack_with_the_same_numbers_and_the_opt_out_restor
     assert ours["added_by_jaxdl"] == [flag] and flag in ours["xla_flags"] and ours["reason"] == "set by jaxdl"
     assert plain["added_by_jaxdl"] == [] and plain["xla_flags"] == "" and "JAXDL_CPU_DEFAULTS=0" in plain["reason"]
     assert plain["ynn_fusions"] > 0 and ours["ynn_fusions"] == 0  # the flag changes the program it should
+    assert ours["release_compiler_memory"] == plain["release_compiler_memory"] == "on"  # independent of the flags
     for name in ("y", "dw"):  # another summation order: equal to float32 rounding
         scale = np.abs(plain_out[name]).max()
         np.testing.assert_allclose(ours_out[name], plain_out[name], rtol=0, atol=1e-5 * scale)
@@ -95,3 +96,34 @@ def test_child_processes_of_other_frameworks_get_the_users_environment_back(flag
     cleaned = backend.without_additions(env)
     assert cleaned.get("XLA_FLAGS") == kept and backend.ADDED_VARIABLE not in cleaned and cleaned["OTHER"] == "1"
     assert backend.without_additions({"XLA_FLAGS": "--mine"}) == {"XLA_FLAGS": "--mine"}  # nothing added: unchanged
+
+
+class RecordingLibc:
+    def __init__(self):
+        self.calls = []
+
+    def malloc_trim(self, pad: int) -> int:
+        self.calls.append(pad)
+        return 1
+
+
+def test_every_compilation_hands_the_memory_it_freed_back_to_the_system(monkeypatch):
+    import jax
+
+    assert backend.describe()["release_compiler_memory"] == "on"  # conftest configured this process (Linux, glibc)
+    libc = RecordingLibc()
+    monkeypatch.setattr(backend, "_libc", [libc])
+    compiles = []
+    count = lambda event, duration_s, **kwargs: compiles.append(event) if event == backend.COMPILE_EVENT else None
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(7.0, dtype=np.float32)).block_until_ready()  # a new program
+        jax.jit(lambda x: x * 3.0 + 1.0)  # no compilation: nothing to hand back
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)
+    assert len(compiles) >= 1 and libc.calls == [0] * len(compiles)
+
+
+def test_releasing_compiler_memory_can_be_turned_off(monkeypatch):
+    monkeypatch.setenv(backend.RELEASE_VARIABLE, "0")
+    assert backend._register_release() == f"off: {backend.RELEASE_VARIABLE}=0"
