@@ -48,6 +48,19 @@ def test_generation_beyond_the_context_keeps_going():
     assert out.shape == (1, 42) and out.min() >= 0 and out.max() < 11
 
 
+def test_any_length_beyond_the_context_compiles_two_programs_and_extends_the_shorter_outputs():
+    model, params = trained_transformer(steps=2)
+    prompt = np.array([[3, 1, 4]], np.int32)  # a prompt length no other test uses
+    before = sampling._cached_segment._cache_size()
+    outs = {n: sampling.generate(model, params, prompt, n, key=jax.random.key(1), temperature=0.7, top_k=3)
+            for n in (30, 37, 41, 60)}  # context 16: every length restarts the cache, ending at other offsets;
+    # (sampling settings no other test uses, so none of these programs is compiled already)
+    assert sampling._cached_segment._cache_size() - before == 2  # the first segment and the restart
+    for n, out in outs.items():
+        assert out.shape == (1, 3 + n)
+        np.testing.assert_array_equal(out, outs[60][:, : 3 + n])  # token j depends only on what comes before it
+
+
 def test_a_model_without_a_cache_recomputes_and_refuses_the_cache():
     model = RNNLM(vocab_size=11, hidden_dim=8, embed_dim=4)
     params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32), train=False)["params"]
