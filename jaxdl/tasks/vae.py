@@ -136,15 +136,9 @@ class VAETask(Task):
     def init_state(
         self, key: jax.Array, tx: optax.GradientTransformation, example_batch: Batch, context: None = None
     ) -> TrainState:
-        """Initialises parameters from `key` for images shaped like `example_batch["image"]`.
-
-        `init` runs compiled as one program (the same values, bit for bit, as
-        running it op by op, in about half the time, and the persistent
-        compilation cache keeps it for the next run).
-        """
+        """Initialises parameters from `key` for images shaped like `example_batch["image"]`."""
         x = jnp.zeros((1, *example_batch["image"].shape[-3:]), jnp.float32)
-        init = jax.jit(functools.partial(self.model.init, train=False))
-        variables = init({"params": key}, x, example_keys=jax.random.key(0))
+        variables = self.model.init({"params": key}, x, train=False, example_keys=jax.random.key(0))
         return TrainState.create(apply_fn=self.model.apply, params=variables["params"], tx=tx)
 
     def _targets(self, batch: Batch, key: jax.Array, *, train: bool) -> jax.Array:
