@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from jaxdl import backend
 from jaxdl.training import parallel
 
 CONF = pathlib.Path(__file__).resolve().parents[1] / "conf"
@@ -134,3 +135,18 @@ def write_run(run_dir: pathlib.Path, settings: Mapping[str, Any], spec, example:
     checkpointer = Checkpointer(run_dir / "checkpoints")
     checkpointer.save(0, task.init_state(jax.random.key(0), tx, example), meta={}, metrics={})
     checkpointer.close()
+
+
+def compilations(fn: Callable[[], Any]) -> tuple[Any, int]:
+    """(fn's result, how many XLA programs JAX compiled while it ran)."""
+    events = []
+
+    def count(event: str, duration_s: float, **kwargs: Any) -> None:
+        if event == backend.COMPILE_EVENT:
+            events.append(duration_s)
+
+    jax.monitoring.register_event_duration_secs_listener(count)
+    try:
+        return fn(), len(events)
+    finally:
+        jax.monitoring.unregister_event_duration_listener(count)

@@ -16,6 +16,7 @@ import pytest
 
 from jaxdl import backend
 from tests.conftest import REPO
+from tests.helpers import compilations
 
 #: A convolution's forward and weight gradient (what a training step needs of a layer), compiled in a fresh
 #: process after `backend.configure()`; prints what is in effect and whether YNNPACK got the convolution.
@@ -113,15 +114,11 @@ def test_every_compilation_hands_the_memory_it_freed_back_to_the_system(monkeypa
     assert backend.describe()["release_compiler_memory"] == "on"  # conftest configured this process (Linux, glibc)
     libc = RecordingLibc()
     monkeypatch.setattr(backend, "_libc", [libc])
-    compiles = []
-    count = lambda event, duration_s, **kwargs: compiles.append(event) if event == backend.COMPILE_EVENT else None
-    jax.monitoring.register_event_duration_secs_listener(count)
-    try:
-        jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(7.0, dtype=np.float32)).block_until_ready()  # a new program
-        jax.jit(lambda x: x * 3.0 + 1.0)  # no compilation: nothing to hand back
-    finally:
-        jax.monitoring.unregister_event_duration_listener(count)
-    assert len(compiles) >= 1 and libc.calls == [0] * len(compiles)
+    _, compiled = compilations(
+        lambda: jax.jit(lambda x: x * 3.0 + 1.0)(np.arange(7.0, dtype=np.float32)).block_until_ready()  # a new program
+    )
+    _, none = compilations(lambda: jax.jit(lambda x: x * 3.0 + 1.0))  # no compilation: nothing to hand back
+    assert compiled >= 1 and none == 0 and libc.calls == [0] * compiled
 
 
 def test_releasing_compiler_memory_can_be_turned_off(monkeypatch):

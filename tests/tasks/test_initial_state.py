@@ -10,23 +10,9 @@ from jaxdl.tasks.base import RunFacts, initial_state
 from jaxdl.tasks.language_model import LanguageModelTask
 from jaxdl.tasks.rbm import RBMTask
 from tests.conftest import assert_close
+from tests.helpers import compilations
 from tests.tasks.test_language_model import SMALL, make_batch
 from tests.tasks.test_rbm import pattern_data
-
-
-def compilations(fn):
-    """(fn's result, how many XLA programs JAX compiled while it ran)."""
-    events = []
-
-    def count(event, duration_s, **kwargs):
-        if event == "/jax/core/compile/backend_compile_duration":
-            events.append(duration_s)
-
-    jax.monitoring.register_event_duration_secs_listener(count)
-    try:
-        return fn(), len(events)
-    finally:
-        jax.monitoring.unregister_event_duration_listener(count)
 
 
 def test_a_transformer_initialises_in_one_program_to_the_op_by_op_state():
