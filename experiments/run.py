@@ -9,6 +9,8 @@ error the user can fix (a setting, the data, a file) is reported in one line,
 and Hydra's launchers go on with a sweep's other jobs.
 """
 
+# The command restarts itself with glibc's huge-page tunable before the heavy imports below.
+# ruff: noqa: E402
 from __future__ import annotations
 
 import logging
@@ -16,6 +18,11 @@ import pathlib
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from jaxdl import backend
+
+if __name__ == "__main__":  # first: glibc reads its tunables when a process starts (jaxdl.backend)
+    backend.restart_with_huge_pages()
 
 import hydra
 from hydra.core.hydra_config import HydraConfig

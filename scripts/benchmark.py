@@ -604,7 +604,8 @@ def main(argv: list[str] | None = None) -> int:
     from jaxdl import backend
 
     xla_cpu = backend.configure()  # the jaxdl columns run with the XLA CPU settings every run gets
-    print(f"jaxdl XLA CPU settings: {xla_cpu['added_by_jaxdl'] or 'none'} ({xla_cpu['reason']})", flush=True)
+    print(f"jaxdl XLA CPU settings: {xla_cpu['added_by_jaxdl'] or 'none'} ({xla_cpu['reason']}); "
+          f"huge pages {xla_cpu['huge_pages']}", flush=True)
     set_host_devices(args.host_devices)
     record = {"jaxdl_backend": xla_cpu, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
               "versions": versions(), "argv": " ".join(argv if argv is not None else sys.argv[1:]),
@@ -759,4 +760,7 @@ def mfu_table(rows: list[dict[str, Any]], device: str, dtype: str) -> list[str]:
 
 
 if __name__ == "__main__":
+    from jaxdl import backend
+
+    backend.restart_with_huge_pages()  # the jaxdl columns run as `python -m experiments.run` does; peers never
     raise SystemExit(main())

@@ -124,3 +124,84 @@ def test_every_compilation_hands_the_memory_it_freed_back_to_the_system(monkeypa
 def test_releasing_compiler_memory_can_be_turned_off(monkeypatch):
     monkeypatch.setenv(backend.RELEASE_VARIABLE, "0")
     assert backend._register_release() == f"off: {backend.RELEASE_VARIABLE}=0"
+
+
+HUGE = backend.HUGE_PAGES_TUNABLE
+
+
+@pytest.mark.parametrize(("environ", "thp_mode", "glibc", "restart", "reason"), [
+    ({}, "madvise", (2, 36), True, "on: set by jaxdl at process start"),
+    ({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"}, "madvise", (2, 36), True, "on: set by jaxdl"),
+    ({"GLIBC_TUNABLES": HUGE, backend.ADDED_TUNABLES_VARIABLE: HUGE}, "madvise", (2, 36), False, "on: set by jaxdl"),
+    ({"GLIBC_TUNABLES": HUGE}, "madvise", (2, 36), False, "on: the user's GLIBC_TUNABLES"),
+    ({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}, "madvise", (2, 36), False, "off: the user's GLIBC_TUNABLES"),
+    ({backend.ADDED_TUNABLES_VARIABLE: HUGE}, "madvise", (2, 36), False, "off: GLIBC_TUNABLES lost"),  # no loop
+    ({"JAXDL_HUGE_PAGES": "0"}, "madvise", (2, 36), False, "off: JAXDL_HUGE_PAGES=0"),
+    ({}, "always", (2, 36), False, "off: the kernel gives huge pages to every large mapping already"),
+    ({}, "never", (2, 36), False, "off: the kernel's transparent huge pages are off"),
+    ({}, None, (2, 36), False, "off: no transparent huge pages"),
+    ({}, "madvise", (2, 34), False, "off: needs glibc 2.35"),
+])
+def test_a_command_starts_again_with_glibcs_huge_page_tunable_only_where_it_helps(
+        environ, thp_mode, glibc, restart, reason):
+    env, why = backend.huge_pages({"OTHER": "1", **environ}, thp_mode, glibc)
+    assert why.startswith(reason) and (env is not None) == restart
+    if restart:  # the user's tunables and environment kept, the tunable and the record of it added
+        assert env["GLIBC_TUNABLES"].split(":") == [*filter(None, [environ.get("GLIBC_TUNABLES")]), HUGE]
+        assert env[backend.ADDED_TUNABLES_VARIABLE] == HUGE and env["OTHER"] == "1"
+        again, why = backend.huge_pages(env, thp_mode, glibc)
+        assert again is None and why.startswith(reason)  # once only
+
+
+def test_other_frameworks_processes_get_the_users_glibc_tunables_back():
+    env = {"GLIBC_TUNABLES": f"glibc.pthread.rseq=0:{HUGE}", backend.ADDED_TUNABLES_VARIABLE: HUGE, "OTHER": "1"}
+    assert backend.without_additions(env) == {"GLIBC_TUNABLES": "glibc.pthread.rseq=0", "OTHER": "1"}
+    assert backend.without_additions({"GLIBC_TUNABLES": HUGE, backend.ADDED_TUNABLES_VARIABLE: HUGE}) == {}
+    assert backend.without_additions({"GLIBC_TUNABLES": HUGE}) == {"GLIBC_TUNABLES": HUGE}  # the user's own
+
+
+#: Starts again through `restart_with_huge_pages` (the kernel's mode taken as `madvise` when the test says so),
+#: then counts the page faults of filling a fresh 64 MB block from glibc's malloc (over its mmap threshold, so
+#: mapped fresh; numpy's own arrays would not do: numpy asks for huge pages itself).
+RESTART = """
+import ctypes, json, os, resource, sys
+from jaxdl import backend
+if sys.argv[1] == "madvise":
+    backend._thp_mode = lambda: "madvise"
+print(json.dumps({"started": os.getpid()}), flush=True)
+backend.restart_with_huge_pages()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+ctypes.memset(libc.malloc(64 << 20), 1, 64 << 20)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+print(json.dumps({"pid": os.getpid(), "argv": sys.argv[1:], "faults": faults, **backend.describe()}))
+"""
+
+
+def _restart(mode: str, **env: str) -> tuple[list[dict], dict]:
+    environ = {**backend.without_additions(os.environ), **env}
+    done = subprocess.run([sys.executable, "-c", RESTART, mode, "two words"], capture_output=True, text=True,
+                          cwd=REPO, env=environ, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stdout.strip().splitlines()]
+    return lines[:-1], lines[-1]
+
+
+def test_the_command_starts_again_in_place_with_its_arguments_and_records_it():
+    starts, result = _restart("madvise")
+    assert [s["started"] for s in starts] == [result["pid"]] * 2  # started twice, as the same process
+    assert result["argv"] == ["madvise", "two words"]
+    assert result["huge_pages"] == "on: set by jaxdl at process start" and HUGE in result["glibc_tunables"].split(":")
+    starts, result = _restart("madvise", JAXDL_HUGE_PAGES="0")
+    assert len(starts) == 1 and result["huge_pages"] == "off: JAXDL_HUGE_PAGES=0" and result["glibc_tunables"] == ""
+
+
+@pytest.mark.skipif(backend._thp_mode() != "madvise" or (backend._glibc_version() or ()) < (2, 35),
+                    reason="needs Linux transparent huge pages in madvise mode and glibc >= 2.35")
+def test_with_the_tunable_a_fresh_block_faults_in_huge_pages():
+    _, on = _restart("system")
+    _, off = _restart("system", JAXDL_HUGE_PAGES="0")
+    assert on["huge_pages"].startswith("on") and off["huge_pages"].startswith("off")
+    assert off["faults"] > 15_000  # 64 MB in 4 KB pages: 16,384
+    assert on["faults"] < 1_000  # in 2 MB pages: 32, and a few small ones

@@ -32,11 +32,14 @@ FRESH = (
 OVERRIDES = ("OMP_WAIT_POLICY", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")
 
 
-def test_torch_peer_process_keeps_torchs_default_threads_and_environment():
+def test_torch_peer_process_keeps_torchs_default_threads_and_environment(monkeypatch):
+    # As under `python -m scripts.benchmark`, which starts again with glibc's huge-page tunable (jaxdl.backend).
+    monkeypatch.setenv("GLIBC_TUNABLES", backend.HUGE_PAGES_TUNABLE)
+    monkeypatch.setenv(backend.ADDED_TUNABLES_VARIABLE, backend.HUGE_PAGES_TUNABLE)
     settings = {"model": {"hidden_dims": [8], "dropout_rate": 0.0, "num_outputs": 3},
                 "optimizer": {"name": "adam", "learning_rate": 1e-3}}
     batch = {"image": np.zeros((4, 2, 2, 1), np.uint8), "label": np.arange(4) % 3}
-    parent_environment = without_additions(os.environ)  # the user's: without the XLA flags jaxdl set for itself
+    parent_environment = without_additions(os.environ)  # the user's: without the settings jaxdl made for itself
     remote = RemotePeers(["torch"], "mlp", settings, batch)
     try:
         assert remote.ready == ["torch"]
@@ -52,6 +55,7 @@ def test_torch_peer_process_keeps_torchs_default_threads_and_environment():
     assert not [k for k in added if k.startswith(THREAD_ENV_PREFIXES)]  # and nothing that sets threads
     assert threads["env"] == fresh["env"] == {k: v for k, v in parent_environment.items() if k.startswith(THREAD_ENV_PREFIXES)}
     assert not any(flag in environment.get("XLA_FLAGS", "") for flag in backend.CPU_XLA_FLAGS)  # Keras: jaxlib's own
+    assert "GLIBC_TUNABLES" not in environment and "GLIBC_TUNABLES" not in threads["env"]  # glibc's defaults
     for name in OVERRIDES:
         assert (name in threads["env"]) == (name in os.environ), name  # only if whoever started the tests set it
     assert threads["torch_threads"] == fresh["threads"]

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from jaxdl import backend
 from tests.conftest import REPO
 
 SMOKE = ["model=vae", "debug=smoke", "trainer.progress=false", "task.iw_samples=50"]
@@ -42,6 +43,10 @@ def test_main_command_writes_every_artifact(tmp_path, mnist_data_dir, mnist_raw_
     assert {"eval/elbo", "eval/nll", "eval/kl", "eval/recon", "eval/active_units"} <= set(results["metrics"])
     assert results["environment"]["packages"]["jax"]
     assert results["wall_time_s"] > 0 and results["first_step_s"] > 0
+    # The command started again with glibc's huge-page tunable where that helps, and says so (jaxdl.backend).
+    plan, reason = backend.huge_pages(environment(mnist_raw_dir), backend._thp_mode(), backend._glibc_version())
+    built = json.loads((run_dir / "manifest.json").read_text())["built"]["backend"]
+    assert built["huge_pages"] == reason and reason.startswith("on" if plan else "off")
 
 
 @pytest.mark.parametrize(

@@ -25,8 +25,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-#: Environment variables that set threads or wait policies of OpenMP (GNU, Intel), MKL, OpenBLAS, XLA, JAX or Keras.
-THREAD_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "XLA_", "JAX_", "KERAS_")
+#: Environment variables that set threads or wait policies of OpenMP (GNU, Intel), MKL, OpenBLAS, XLA, JAX or Keras,
+#: or how glibc's allocator gets memory (GLIBC_TUNABLES, MALLOC_*).
+THREAD_ENV_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_", "OPENBLAS_", "XLA_", "JAX_", "KERAS_", "GLIBC_TUNABLES",
+                       "MALLOC_")
 
 
 def thread_environment() -> dict[str, str]:
