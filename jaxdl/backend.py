@@ -39,7 +39,8 @@ asks for every block it maps when its tunable `glibc.malloc.hugetlb=1` is set (g
 reads its tunables once, when a process starts. `restart_with_huge_pages` therefore starts the command
 again, at once and with the same process id, with that tunable in `GLIBC_TUNABLES`; `python -m
 experiments.run` and `scripts.benchmark` call it before importing anything else. The step above then
-took 360 page faults and ran 20 % faster, with no more memory (benchmarks/RESULTS.md, change 6). It is
+took 360 page faults and ran about 20 % faster; a whole run peaked 14-20 MB higher (benchmarks/RESULTS.md,
+"End to end", change 6). It is
 off with `JAXDL_HUGE_PAGES=0`, when `GLIBC_TUNABLES` already sets the tunable (the user's value wins),
 and where the kernel's mode is `always` (already huge) or `never`.
 
