@@ -40,9 +40,8 @@ reads its tunables once, when a process starts. `restart_with_huge_pages` theref
 again, at once and with the same process id, with that tunable in `GLIBC_TUNABLES`; `python -m
 experiments.run` and `scripts.benchmark` call it before importing anything else. The step above then
 took 360 page faults and ran about 20 % faster; a whole run peaked 14-20 MB higher (benchmarks/RESULTS.md,
-"End to end", change 6). It is
-off with `JAXDL_HUGE_PAGES=0`, when `GLIBC_TUNABLES` already sets the tunable (the user's value wins),
-and where the kernel's mode is `always` (already huge) or `never`.
+"End to end", change 6). It is off with `JAXDL_HUGE_PAGES=0`, when `GLIBC_TUNABLES` already sets the
+tunable (the user's value wins), and where the kernel's mode is `always` (already huge) or `never`.
 
 Every run records `describe()` in its manifest.json ("built" -> "backend").
 """
@@ -51,7 +50,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -95,13 +93,28 @@ def _release_freed_memory(event: str, duration_s: float, **kwargs: Any) -> None:
         _libc[0].malloc_trim(0)
 
 
+def _glibc_version() -> tuple[int, ...] | None:
+    """The running glibc's (major, minor) version, or None for another C library.
+
+    Asked of the C library itself (`confstr`), not read from the interpreter's binary as `platform.libc_ver`
+    does, which gives the oldest glibc the binary was built for.
+    """
+    try:
+        name, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), not "glibc X.Y" (musl, macOS)
+        return None
+    if name != "glibc":
+        return None
+    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
+
+
 def _register_release() -> str:
     """Registers `_release_freed_memory` once per process; returns what is in effect and why."""
     if _opted_out(RELEASE_VARIABLE):
         return f"off: {RELEASE_VARIABLE}={os.environ[RELEASE_VARIABLE]}"
     if _libc:
         return "on"
-    if platform.libc_ver()[0] != "glibc":
+    if _glibc_version() is None:
         return "off: the C library is not glibc"
     try:
         libc = ctypes.CDLL(None)
@@ -123,13 +136,6 @@ def _thp_mode() -> str | None:
     except OSError:
         return None
     return text[text.index("[") + 1:text.index("]")] if "[" in text and "]" in text else None
-
-
-def _glibc_version() -> tuple[int, ...] | None:
-    name, version = platform.libc_ver()
-    if name != "glibc" or not version:
-        return None
-    return tuple(int(part) for part in version.split(".")[:2] if part.isdigit())
 
 
 def huge_pages(environ: Mapping[str, str], thp_mode: str | None,
