@@ -11,11 +11,12 @@ step randomness from (seed, step, example index).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import pathlib
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import jax
@@ -85,6 +86,9 @@ def fit(
       "wall_time_s" (training and evaluation, summed over resumed segments),
       "train_examples_per_s", "train_time_s" (seconds in training steps after the
       first, this segment; no evaluation), "first_step_s" (compile plus one step),
+      "phase_s" (seconds of this segment outside the training steps, by phase:
+      "evaluation" (the periodic ones), "artifacts" (pictures, samples,
+      curves), "checkpoints" (the blocking part of saving), "final_evaluation"),
       "resumed_from" (step or None) and "skipped_checkpoints" (damaged ones set
       aside on resuming: step, path, reason, moved_to).
 
@@ -133,6 +137,7 @@ def fit(
         first_epoch = math.ceil(total_steps / steps_per_epoch)
     first_step_s = None
     examples, train_time = 0, 0.0
+    phase_s = dict.fromkeys(PHASES, 0.0)
 
     interactive = sys.stderr.isatty()
     bar = tqdm.tqdm(
@@ -172,7 +177,8 @@ def fit(
 
     def evaluate_and_save(epoch: float) -> None:
         """Evaluates, updates best/early stopping, writes pictures, saves a ranked checkpoint."""
-        totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
+        with _timed(phase_s, "evaluation"):
+            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
         last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals, context).items()}
         if writer is not None:
             writer.write(step, {"epoch": epoch, **last_eval})
@@ -190,27 +196,31 @@ def fit(
         if config.patience is not None and progress_state.evals_since_best > config.patience:
             progress_state.stopped_early, progress_state.stop_reason = True, "early_stopping"
         if writer is not None and config.artifacts:
-            device_state = parallel.unreplicate(replicated, backend=config.backend)
-            task.write_artifacts(device_state, round(epoch), run_dir, prepared, totals)
-            records = list(read_metrics(writer.path))
-            plot_curves(
-                records,
-                run_dir / "curves.png",
-                metrics=[f"train/{task.progress_metric}", f"eval/{task.progress_metric}"],
-                title=f"{task.progress_metric} against steps",
-                ylabel=task.progress_unit,
-            )
-            for name, metrics in task.curves.items():
-                plot_curves(records, run_dir / name, metrics=list(metrics), title=" and ".join(metrics) + " against steps")
+            with _timed(phase_s, "artifacts"):
+                device_state = parallel.unreplicate(replicated, backend=config.backend)
+                task.write_artifacts(device_state, round(epoch), run_dir, prepared, totals)
+                records = list(read_metrics(writer.path))
+                plot_curves(
+                    records,
+                    run_dir / "curves.png",
+                    metrics=[f"train/{task.progress_metric}", f"eval/{task.progress_metric}"],
+                    title=f"{task.progress_metric} against steps",
+                    ylabel=task.progress_unit,
+                )
+                for name, metrics in task.curves.items():
+                    plot_curves(
+                        records, run_dir / name, metrics=list(metrics), title=" and ".join(metrics) + " against steps"
+                    )
         if on_evaluation is not None and not progress_state.stopped_early:
             reason = on_evaluation(step, dict(last_eval))
             if reason:
                 progress_state.stopped_early, progress_state.stop_reason = True, str(reason)
                 bar.write(f"Stopped at step {step}: {reason}.")
         if checkpointer is not None:
-            checkpointer.save(
-                step, on_host(), meta=checkpoint_meta(progress_state, t0), metrics={config.monitor: value}
-            )
+            with _timed(phase_s, "checkpoints"):
+                checkpointer.save(
+                    step, on_host(), meta=checkpoint_meta(progress_state, t0), metrics={config.monitor: value}
+                )
         if progress_state.stop_reason == "early_stopping":
             bar.write(
                 f"Early stop: {config.monitor} has not improved for {config.patience + 1} evaluations "
@@ -250,7 +260,9 @@ def fit(
                 elif checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
                     window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
                     pending = []
-                    checkpointer.save(step, on_host(), meta=checkpoint_meta(progress_state, t0), metrics={})
+                    with _timed(phase_s, "checkpoints"):
+                        checkpointer.save(step, on_host(), meta=checkpoint_meta(progress_state, t0), metrics={})
+                    window_start = time.perf_counter()  # the save is not training time
             log_train(pending, window_start)
             offset = 0
             if progress_state.stopped_early or step >= total_steps:
@@ -262,7 +274,8 @@ def fit(
     finally:
         bar.close()
         if checkpointer is not None:
-            checkpointer.wait()
+            with _timed(phase_s, "checkpoints"):
+                checkpointer.wait()
 
     final_metrics = dict(progress_state.last_eval)
     host_state = parallel.unreplicate(replicated, backend=config.backend)
@@ -271,10 +284,10 @@ def fit(
         mapped = parallel.data_parallel(step_fn, devices, backend=config.backend, context=context)
         return jax.device_get(_run_eval(mapped, replicated, eval_loader, eval_key, n))
 
-    t_final = time.perf_counter()
-    extra = task.final_evaluation(evaluate_with, host_state, prepared)
-    if evaluate_final is not None:
-        extra = {**extra, **evaluate_final(host_state)}
+    with _timed(phase_s, "final_evaluation"):
+        extra = task.final_evaluation(evaluate_with, host_state, prepared)
+        if evaluate_final is not None:
+            extra = {**extra, **evaluate_final(host_state)}
     if extra:
         final_metrics.update(extra)
         bar.write("final evaluation: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
@@ -282,14 +295,10 @@ def fit(
             writer.write(step, extra)
         if config.nan_guard:
             check_finite(extra, step, checkpointer, when="the final evaluation failed")
-    final_eval_s = time.perf_counter() - t_final
-    wall_time_s = progress_state.elapsed_s + time.perf_counter() - t0
+    segment_s = time.perf_counter() - t0
+    wall_time_s = progress_state.elapsed_s + segment_s
     if config.progress or writer is not None:
-        print(
-            f"wall time {wall_time_s:.1f} s: training steps {train_time:.1f} s after a first step (with compilation) of "
-            f"{first_step_s or 0.0:.1f} s; evaluation and checkpoints the rest",
-            file=sys.stderr,
-        )
+        print(_time_summary(wall_time_s, segment_s, train_time, first_step_s or 0.0, phase_s), file=sys.stderr)
     return {
         "metrics": final_metrics,
         "best": {"metric": config.monitor, "value": progress_state.best, "step": progress_state.best_step},
@@ -298,13 +307,38 @@ def fit(
         "stopped_early": progress_state.stopped_early,
         "stop_reason": progress_state.stop_reason,
         "wall_time_s": wall_time_s,
-        "final_evaluation_s": final_eval_s,
+        "final_evaluation_s": phase_s["final_evaluation"],
+        "phase_s": phase_s,
         "train_examples_per_s": examples / train_time if train_time > 0 else None,
         "train_time_s": train_time,
         "first_step_s": first_step_s,
         "resumed_from": resumed_from,
         "skipped_checkpoints": [damaged._asdict() for damaged in skipped],
     }
+
+
+#: Where a segment's time outside the training steps goes (`fit`'s "phase_s").
+PHASES = ("evaluation", "artifacts", "checkpoints", "final_evaluation")
+
+
+@contextlib.contextmanager
+def _timed(phase_s: dict[str, float], phase: str) -> Iterator[None]:
+    """Adds the seconds the block takes to `phase_s[phase]`."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phase_s[phase] += time.perf_counter() - start
+
+
+def _time_summary(wall_s: float, segment_s: float, train_s: float, first_step_s: float, phase_s: dict) -> str:
+    """The run's closing line: where this segment's seconds went (the rest: data, logging, restoring)."""
+    rest = segment_s - train_s - first_step_s - sum(phase_s.values())
+    phases = ", ".join(f"{name.replace('_', ' ')} {seconds:.1f} s" for name, seconds in phase_s.items())
+    return (
+        f"wall time {wall_s:.1f} s: training steps {train_s:.1f} s after a first step (with compilation) of "
+        f"{first_step_s:.1f} s; {phases}; the rest {rest:.1f} s"
+    )
 
 
 def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax.Array, n: int):

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import jax
 import jax.numpy as jnp
@@ -173,3 +174,31 @@ def test_resume_skips_a_damaged_latest_checkpoint_and_ends_like_an_uninterrupted
     assert (skipped["step"], skipped["moved_to"]) == (4, str(tmp_path / "b" / "checkpoints.damaged" / "4"))
     assert f"Checkpoint step 4 ({tmp_path / 'b' / 'checkpoints' / '4'}) does not restore" in capsys.readouterr().err
     assert (tmp_path / "b" / "checkpoints.damaged" / "4" / "state").is_dir()
+
+
+def test_time_outside_training_steps_is_accounted_by_phase(tmp_path, monkeypatch, capsys):
+    task = VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
+    write_artifacts, save = task.write_artifacts, Checkpointer.save
+
+    def slow_artifacts(*args, **kwargs):
+        time.sleep(0.3)
+        return write_artifacts(*args, **kwargs)
+
+    def slow_save(self, *args, **kwargs):
+        time.sleep(0.5)
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(task, "write_artifacts", slow_artifacts)
+    monkeypatch.setattr(Checkpointer, "save", slow_save)
+    # 2 epochs of 4 steps: evaluations (pictures, a save) at steps 4 and 8, mid-epoch saves at steps 3 and 6.
+    results, _ = train(tmp_path, epochs=2, task=task, checkpoint_every_steps=3)
+    phase_s = results["phase_s"]
+    assert set(phase_s) == {"evaluation", "artifacts", "checkpoints", "final_evaluation"}
+    assert phase_s["artifacts"] >= 2 * 0.3 and phase_s["checkpoints"] >= 4 * 0.5
+    assert phase_s["evaluation"] > 0 and phase_s["final_evaluation"] > 0
+    assert results["final_evaluation_s"] == phase_s["final_evaluation"]
+    assert results["train_time_s"] < 0.5, "the mid-epoch saves (0.5 s each) were counted as training time"
+    assert results["train_time_s"] + results["first_step_s"] + sum(phase_s.values()) <= results["wall_time_s"]
+    summary = capsys.readouterr().err.strip().splitlines()[-1]
+    assert summary.startswith(f"wall time {results['wall_time_s']:.1f} s: training steps")
+    assert f"artifacts {phase_s['artifacts']:.1f} s, checkpoints {phase_s['checkpoints']:.1f} s" in summary
