@@ -272,7 +272,13 @@ def measure(runners: dict[str, Callable[[int], None]], *, repeats: int, window_s
 
     Each runner's first step is timed alone (compile), its second calibrates
     the window length (steps such that a window lasts about `window_s`).
-    Then `repeats` rounds each time one window per runner, in turn.
+    Then `repeats` rounds each time one window per runner, in turn. Every
+    window starts with one untimed step, for every column alike: a step that
+    follows another framework's window is not a step of a running training
+    loop. Measured on this project's 2-core VM (free page reporting hands 2 MB
+    blocks freed for a few seconds back to the host): airbench94's jaxdl step
+    took 1,150-1,190 ms back to back and 1,360-1,650 ms after a 3 s pause with
+    huge pages, 1,290-1,470 ms either way without them (benchmarks/RESULTS.md).
     """
     out: dict[str, dict] = {}
     for name, run in list(runners.items()):
@@ -287,6 +293,7 @@ def measure(runners: dict[str, Callable[[int], None]], *, repeats: int, window_s
         log(f"    {name:14s} compile {compile_s:7.2f} s, first warm step {warm * 1e3:9.2f} ms")
     for _ in range(repeats):
         for name, run in runners.items():
+            run(1)
             out[name]["windows"].append(timed(run, out[name]["k"]))
     for name, r in out.items():
         r["step_s"] = statistics.median(r["windows"])

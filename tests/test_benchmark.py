@@ -94,6 +94,30 @@ def test_a_row_is_under_load_when_other_processes_keep_the_cores_busy(monkeypatc
     assert not monitor.row(idle, idle)["loaded"] and monitor.row(idle, busy)["loaded"]
 
 
+def test_a_window_starts_after_an_untimed_step_for_every_column():
+    """A step right after another framework's window (here 50 ms slower) is not timed, for any column."""
+    import time
+
+    from scripts import benchmark
+
+    last, calls = [None], []
+
+    def runner(name):
+        def run(k):
+            calls.append((name, k))
+            time.sleep(0.05 if last[0] != name else 0.0)  # the first step after a switch
+            time.sleep(0.002 * k)
+            last[0] = name
+
+        return run
+
+    out = benchmark.measure({"a": runner("a"), "b": runner("b")}, repeats=3, window_s=0.01)
+    for column in ("a", "b"):
+        assert out[column]["step_s"] < 0.006, out[column]  # 2 ms steps; the 50 ms switch would add >= 10 ms a step
+    windows = calls[4:]  # after the compile and calibration steps of both
+    assert windows == [("a", 1), ("a", out["a"]["k"]), ("b", 1), ("b", out["b"]["k"])] * 3
+
+
 def test_require_idle_refuses_to_start_under_load(monkeypatch, capsys):
     from benchmarks import machine_load
     from scripts import benchmark
