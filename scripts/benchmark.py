@@ -275,10 +275,10 @@ def measure(runners: dict[str, Callable[[int], None]], *, repeats: int, window_s
     Then `repeats` rounds each time one window per runner, in turn. Every
     window starts with one untimed step, for every column alike: a step that
     follows another framework's window is not a step of a running training
-    loop. Measured on this project's 2-core VM (free page reporting hands 2 MB
-    blocks freed for a few seconds back to the host): airbench94's jaxdl step
-    took 1,150-1,190 ms back to back and 1,360-1,650 ms after a 3 s pause with
-    huge pages, 1,290-1,470 ms either way without them (benchmarks/RESULTS.md).
+    loop. On a 2-core VM whose kernel hands 2 MB blocks that stay free for a
+    few seconds back to the host, airbench94's jaxdl step took 1,123-1,162 ms
+    back to back and 1,502-1,663 ms after a 3 s pause with huge pages
+    (`python -m benchmarks.window_pause`; benchmarks/RESULTS.md).
     """
     out: dict[str, dict] = {}
     for name, run in list(runners.items()):

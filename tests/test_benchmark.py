@@ -152,3 +152,12 @@ def test_conv_paths_compares_each_path_with_the_default(capsys):
                             "--cout", "4", "--rounds", "1", "--iters", "1"]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(table) == 4 and all(line.split(" | ")[8] == "ok" for line in table[1:])  # header, 3 paths
+
+
+def test_window_pause_times_each_step_without_the_pause_before_it():
+    from benchmarks import window_pause
+
+    calls = []
+    steps = window_pause.timed_steps(lambda k: calls.append(k), 3, pause_s=0.05)
+    assert calls == [1, 1, 1] and len(steps) == 3
+    assert all(0 <= ms < 40 and faults >= 0 for ms, faults in steps)  # the 50 ms asleep are not in a step
