@@ -118,17 +118,16 @@ def fit(
                 writer.write(resumed_from, {"event": "resumed"})
 
     n = len(devices)
-    replicated = parallel.replicate(state, devices, backend=config.backend)
+    dp = parallel.DataParallel(devices, config.backend)
+    replicated = dp.replicate(state)
     context = prepared.context
-    train_step = parallel.data_parallel(
-        task.train_step, devices, backend=config.backend, donate_state=True, returns_state=True, context=context
-    )
-    eval_step = parallel.data_parallel(task.eval_step, devices, backend=config.backend, context=context)
+    train_step = dp.map(task.train_step, donate_state=True, returns_state=True, context=context)
+    eval_step = dp.map(task.eval_step, context=context)
     diagnose = None  # compiled separately, so the train step is the same program with diagnostics off
     if config.diagnostics_every_steps:
         if not hasattr(task, "diagnostics"):
             raise ValueError(f"{type(task).__name__} has no diagnostics step; set trainer.diagnostics_every_steps=0.")
-        diagnose = parallel.data_parallel(task.diagnostics, devices, backend=config.backend, context=context)
+        diagnose = dp.map(task.diagnostics, context=context)
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
@@ -152,7 +151,7 @@ def fit(
 
     def on_host() -> TrainState:
         """Device 0's copy of the current state as numpy arrays (what checkpoints store)."""
-        return parallel.to_host(replicated, backend=config.backend)
+        return dp.to_host(replicated)
 
     def log_train(pending: list, window_start: float) -> float:
         """Fetches the pending step metrics, logs their mean; returns the time after the fetch."""
@@ -197,7 +196,7 @@ def fit(
             progress_state.stopped_early, progress_state.stop_reason = True, "early_stopping"
         if writer is not None and config.artifacts:
             with _timed(phase_s, "artifacts"):
-                device_state = parallel.unreplicate(replicated, backend=config.backend)
+                device_state = dp.unreplicate(replicated)
                 task.write_artifacts(device_state, round(epoch), run_dir, prepared, totals)
                 records = list(read_metrics(writer.path))
                 plot_curves(
@@ -278,11 +277,10 @@ def fit(
                 checkpointer.wait()
 
     final_metrics = dict(progress_state.last_eval)
-    host_state = parallel.unreplicate(replicated, backend=config.backend)
+    host_state = dp.unreplicate(replicated)
 
     def evaluate_with(step_fn):
-        mapped = parallel.data_parallel(step_fn, devices, backend=config.backend, context=context)
-        return jax.device_get(_run_eval(mapped, replicated, eval_loader, eval_key, n))
+        return jax.device_get(_run_eval(dp.map(step_fn, context=context), replicated, eval_loader, eval_key, n))
 
     with _timed(phase_s, "final_evaluation"):
         extra = task.final_evaluation(evaluate_with, host_state, prepared)

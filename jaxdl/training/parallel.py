@@ -30,6 +30,7 @@ Two backends give the same per-device program and the same numbers:
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -153,7 +154,7 @@ def replicate(tree: T, devices: Sequence[jax.Device], *, backend: str = "shard_m
 
 
 def unreplicate(tree: T, *, backend: str = "shard_map") -> T:
-    """Device 0's copy of a tree laid out by `replicate(..., backend=backend)`, on device 0 alone."""
+    """Device 0's copy of a tree laid out by `replicate(..., backend=backend)` (under "shard_map" on device 0 alone)."""
     if backend == "pmap":
         return jax.tree.map(lambda x: x[0], tree)
     return jax.tree.map(lambda x: x.addressable_shards[0].data if isinstance(x, jax.Array) else x, tree)
@@ -166,6 +167,44 @@ def to_host(tree: T, *, backend: str = "shard_map") -> T:
     writes them once, and they restore onto any number of devices.
     """
     return jax.device_get(unreplicate(tree, backend=backend))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+    """One run's devices and backend, bound once: `data_parallel`, `replicate`,
+    `unreplicate` and `to_host` without repeating them at every call.
+
+    Attributes:
+      devices: the local devices to map over (N of them).
+      backend: "shard_map" or "pmap" (see the module docstring).
+
+    Raises:
+      ValueError: an unknown backend, when constructed (before anything compiles).
+    """
+
+    devices: tuple[jax.Device, ...]
+    backend: str = "shard_map"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"Unknown parallel backend {self.backend!r}; choose one of {BACKENDS}.")
+        object.__setattr__(self, "devices", tuple(self.devices))
+
+    def map(self, step_fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:
+        """`data_parallel(step_fn, devices, backend=backend, **kwargs)`."""
+        return data_parallel(step_fn, self.devices, backend=self.backend, **kwargs)
+
+    def replicate(self, tree: T) -> T:
+        """`replicate(tree, devices, backend=backend)`."""
+        return replicate(tree, self.devices, backend=self.backend)
+
+    def unreplicate(self, tree: T) -> T:
+        """`unreplicate(tree, backend=backend)`: device 0's copy."""
+        return unreplicate(tree, backend=self.backend)
+
+    def to_host(self, tree: T) -> T:
+        """`to_host(tree, backend=backend)`: device 0's copy as numpy arrays."""
+        return to_host(tree, backend=self.backend)
 
 
 def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray]:

@@ -71,3 +71,31 @@ def test_a_train_step_compiled_without_returns_state_fails_with_the_fix():
     with pytest.raises(ValueError, match="returns_state=True"):
         mapped(parallel.replicate(jnp.float32(1.0), devices), parallel.shard({"x": np.ones(2, np.float32)}, 1),
                jax.random.key(0))
+
+
+@pytest.mark.parametrize("backend", parallel.BACKENDS)
+def test_data_parallel_binds_devices_and_backend_once(backend):
+    devices = parallel.select_devices(4)
+    dp = parallel.DataParallel(devices, backend)
+
+    def step(state, batch, key, *, axis_name):
+        del key
+        mean = parallel.pmean(jnp.mean(batch["x"]), axis_name)
+        return {"w": state["w"] - mean}, {"loss": mean}
+
+    state = {"w": jnp.arange(6, dtype=jnp.float32).reshape(2, 3)}
+    replicated = dp.replicate(state)
+    expected = parallel.replicate(state, devices, backend=backend)
+    assert replicated["w"].shape == expected["w"].shape and replicated["w"].sharding == expected["w"].sharding
+    x = np.arange(8, dtype=np.float32)
+    new, metrics = dp.map(step, returns_state=True)(replicated, parallel.shard({"x": x}, 4), jax.random.key(0))
+    assert metrics["loss"].shape == (4,)
+    np.testing.assert_allclose(dp.to_host(new)["w"], np.asarray(state["w"]) - x.mean())
+    np.testing.assert_allclose(np.asarray(dp.unreplicate(new)["w"]), dp.to_host(new)["w"])
+    if backend == "shard_map":
+        assert dp.unreplicate(new)["w"].devices() == {devices[0]}
+
+
+def test_data_parallel_names_the_backends_when_given_an_unknown_one():
+    with pytest.raises(ValueError, match="'shard_map', 'pmap'"):
+        parallel.DataParallel(parallel.select_devices(1), "pjit")
