@@ -65,6 +65,12 @@ def select_devices(num_devices: int | None = None) -> list[jax.Device]:
     return devices[:num_devices]
 
 
+def _check_backend(backend: str) -> None:
+    """Raises ValueError, naming the choices, unless `backend` is one of `BACKENDS`."""
+    if backend not in BACKENDS:
+        raise ValueError(f"Unknown parallel backend {backend!r}; choose one of {BACKENDS}.")
+
+
 def _mesh(devices: Sequence[jax.Device]) -> Mesh:
     return Mesh(np.asarray(devices), (AXIS_NAME,))
 
@@ -101,14 +107,13 @@ def data_parallel(
       ValueError: unknown backend; or (when the step is traced) a step that
         returns `(new_state, outputs)` compiled without `returns_state=True`.
     """
+    _check_backend(backend)
     fn = functools.partial(step_fn, axis_name=AXIS_NAME, **static)
     donate = (0,) if donate_state else ()
     if backend == "pmap":
         # Across processes pmap maps over every process's devices and takes each process's local shards.
         mapped_devices = None if jax.process_count() > 1 else devices
         return jax.pmap(fn, axis_name=AXIS_NAME, in_axes=(0, 0, None), devices=mapped_devices, donate_argnums=donate)
-    if backend != "shard_map":
-        raise ValueError(f"Unknown parallel backend {backend!r}; choose one of {BACKENDS}.")
 
     expand = lambda tree: jax.tree.map(lambda x: x[None], tree)
 
@@ -186,8 +191,7 @@ class DataParallel:
     backend: str = "shard_map"
 
     def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ValueError(f"Unknown parallel backend {self.backend!r}; choose one of {BACKENDS}.")
+        _check_backend(self.backend)
         object.__setattr__(self, "devices", tuple(self.devices))
 
     def map(self, step_fn: Callable[..., Any], **kwargs: Any) -> Callable[..., Any]:

@@ -99,3 +99,5 @@ def test_data_parallel_binds_devices_and_backend_once(backend):
 def test_data_parallel_names_the_backends_when_given_an_unknown_one():
     with pytest.raises(ValueError, match="'shard_map', 'pmap'"):
         parallel.DataParallel(parallel.select_devices(1), "pjit")
+    with pytest.raises(ValueError, match="'shard_map', 'pmap'"):
+        parallel.data_parallel(lambda state, batch, key, *, axis_name: state, parallel.select_devices(1), backend="pjit")
