@@ -25,6 +25,10 @@ median over rounds of its median call. Each path's outputs are compared with
 the default path's (`--rtol`, relative to the largest magnitude of each
 output): a path that is fast but wrong says FAIL. Timings need an idle
 machine; the load average is printed at the start and the end.
+
+The JAX paths run with the huge pages jaxdl gives a run (`jaxdl.backend.restart_with_huge_pages`;
+`JAXDL_HUGE_PAGES=0` for glibc's default pages); the PyTorch path gets the environment its user had
+(`jaxdl.backend.without_additions`).
 """
 
 from __future__ import annotations
@@ -278,7 +282,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_path(path: Path, args, out: pathlib.Path) -> dict[str, Any]:
     """One fresh process for `path`; returns its report, or {"error": ...}."""
-    env = dict(os.environ)
+    from jaxdl.backend import without_additions
+
+    # the JAX paths inherit the huge-page tunable `main` started with, as a run has it; PyTorch gets its user's
+    env = without_additions(os.environ) if path.impl == "torch" else dict(os.environ)
     if path.xla_flags:
         env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *path.xla_flags]).strip()
     spec = {"path": path.name, "out": str(out), "args": {k: v for k, v in vars(args).items() if k in WORKER_ARGS}}
@@ -320,7 +327,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from benchmarks.machine_load import LoadMonitor
+    from jaxdl import backend
 
+    print(f"huge pages for the JAX paths: {backend.describe()['huge_pages']}", flush=True)
     monitor = LoadMonitor()
     before = monitor.read()
     paths = ["default", *[p for p in args.paths if p != "default"]]  # the reference comes first
@@ -380,4 +389,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    if "--worker" not in sys.argv:  # a worker keeps the environment its parent chose for its path
+        from jaxdl import backend
+
+        backend.restart_with_huge_pages()  # JAX's temporaries as `python -m experiments.run` has them
     sys.exit(main())

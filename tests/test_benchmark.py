@@ -1,6 +1,8 @@
 """scripts.benchmark runs end to end on tiny sizes and records load and threads; the attempted variants it times
 compute what jaxdl computes."""
 
+import json
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -152,6 +154,31 @@ def test_conv_paths_compares_each_path_with_the_default(capsys):
                             "--cout", "4", "--rounds", "1", "--iters", "1"]) == 0
     table = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
     assert len(table) == 4 and all(line.split(" | ")[8] == "ok" for line in table[1:])  # header, 3 paths
+
+
+def test_conv_paths_gives_pytorch_its_users_environment_and_the_jax_paths_jaxdls(monkeypatch, tmp_path):
+    import subprocess
+
+    from benchmarks import conv_paths
+    from jaxdl import backend
+
+    monkeypatch.setenv("GLIBC_TUNABLES", f"glibc.pthread.rseq=0:{backend.HUGE_PAGES_TUNABLE}")
+    monkeypatch.setenv(backend.ADDED_TUNABLES_VARIABLE, backend.HUGE_PAGES_TUNABLE)  # as after the restart
+    seen = {}
+
+    def fake_run(command, env, **kwargs):
+        seen[json.loads(command[-1])["path"]] = env
+        return subprocess.CompletedProcess(command, 0, stdout='{"path": "x"}\n', stderr="")
+
+    monkeypatch.setattr(conv_paths.subprocess, "run", fake_run)
+    args = conv_paths.argparse.Namespace(timeout=1, batch=1, size=1, cin=1, cout=1, kernel=1, padding="SAME", iters=1,
+                                         input_grad=False)
+    for name in ("default", "no_ynn_conv", "torch_channels_last"):
+        conv_paths.run_path(conv_paths.PATHS[name], args, tmp_path / f"{name}.npz")
+    assert seen["torch_channels_last"]["GLIBC_TUNABLES"] == "glibc.pthread.rseq=0"  # the user's own tunable only
+    assert backend.ADDED_TUNABLES_VARIABLE not in seen["torch_channels_last"]
+    for name in ("default", "no_ynn_conv"):
+        assert backend.HUGE_PAGES_TUNABLE in seen[name]["GLIBC_TUNABLES"].split(":")
 
 
 def test_window_pause_times_each_step_without_the_pause_before_it():
