@@ -24,7 +24,8 @@ compute the same numbers: the script prints the difference of their last
 logged train/elbo as a check that like is timed against like. Then, per
 pair, the two training-steps times and their ratio, and the median ratio
 (target <= 1.05). Timings need an idle machine (`benchmarks.machine_load`
-reports the load at the start and the end).
+reports the load at the start and the end). Both loops run with the huge pages
+jaxdl gives a run (`jaxdl.backend.restart_with_huge_pages`; `JAXDL_HUGE_PAGES=0` for glibc's default pages).
 """
 
 from __future__ import annotations
@@ -155,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     from jaxdl.data import sources
     from scripts.benchmark import batch_size_of, compose
 
+    from jaxdl import backend
+
+    print(f"huge pages: {backend.describe()['huge_pages']}", flush=True)
     monitor = LoadMonitor()
     before = monitor.read()
     settings = compose((*OVERRIDES, f"trainer.epochs={args.epochs}", *args.override))
@@ -197,4 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from jaxdl import backend
+
+    backend.restart_with_huge_pages()  # both loops run with the memory a run has (`python -m experiments.run`)
     sys.exit(main())
