@@ -33,6 +33,12 @@ class LoopConfig:
       backend: "shard_map" or "pmap" (see `jaxdl.training.parallel`).
       prefetch_to_device: batches copied to the devices ahead of the step
         that uses them (0: each batch is copied when its step starts).
+      max_steps_in_flight: steps dispatched to the devices and not finished, at
+        most (0: no bound; the host runs ahead until it fetches the metrics every
+        `log_every_steps`). 1 makes the host wait for each step before it
+        dispatches the next. Each step being executed holds its own block of
+        temporaries, so a bound caps that memory; see benchmarks/RESULTS.md
+        ("Why each ratio", the Transformer) for when that pays.
       diagnostics_every_steps: every N steps, before the update, run the
         task's `diagnostics` step (per-layer gradient norms, dead units; see
         `jaxdl.training.diagnostics`) on that step's batch and log its
@@ -54,6 +60,7 @@ class LoopConfig:
     artifacts: bool = True
     backend: str = "shard_map"
     prefetch_to_device: int = 0
+    max_steps_in_flight: int = 0
     diagnostics_every_steps: int = 0
 
     def total_steps(self, steps_per_epoch: int) -> int:
@@ -69,8 +76,9 @@ class LoopConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{name}={value} must be at least 1 (or null).")
-        if self.prefetch_to_device < 0 or self.diagnostics_every_steps < 0:
-            raise ValueError("trainer.prefetch_to_device and trainer.diagnostics_every_steps must be >= 0 (0: off).")
+        for name in ("prefetch_to_device", "max_steps_in_flight", "diagnostics_every_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"trainer.{name}={getattr(self, name)} must be >= 0 (0: off).")
         if self.mode not in ("min", "max"):
             raise ValueError(f"trainer.mode={self.mode!r} must be 'min' or 'max'.")
 

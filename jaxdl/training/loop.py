@@ -246,6 +246,8 @@ def fit(
                     window_start = time.perf_counter()
                 else:
                     pending.append(metrics)
+                    if config.max_steps_in_flight and len(pending) >= config.max_steps_in_flight:
+                        jax.block_until_ready(pending[-config.max_steps_in_flight])  # a wait, no copy to the host
                 finished = step >= total_steps
                 evaluated = finished or bool(config.eval_every_steps and step % config.eval_every_steps == 0)
                 if step % config.log_every_steps == 0 or evaluated:

@@ -176,6 +176,26 @@ def test_resume_skips_a_damaged_latest_checkpoint_and_ends_like_an_uninterrupted
     assert (tmp_path / "b" / "checkpoints.damaged" / "4" / "state").is_dir()
 
 
+@pytest.mark.parametrize("bound, waits", [(0, 1), (1, 8)])  # 2 epochs of 4 steps; the first step is always waited for
+def test_max_steps_in_flight_makes_the_host_wait_for_each_step_and_changes_no_number(tmp_path, monkeypatch, bound, waits):
+    reference, _ = train(tmp_path / "reference", epochs=2)
+    waited = []
+    block_until_ready = jax.block_until_ready
+
+    def recording(tree):
+        if isinstance(tree, dict) and "elbo" in tree:  # a train step's metrics
+            waited.append(tree)
+        return block_until_ready(tree)
+
+    monkeypatch.setattr(jax, "block_until_ready", recording)
+    results, _ = train(tmp_path / "bounded", epochs=2, max_steps_in_flight=bound)
+    assert len(waited) == waits
+    assert results["metrics"] == reference["metrics"]  # the final evaluation
+    logged = [[{k: v for k, v in r.items() if k.startswith(("train/", "eval/")) and not k.endswith("_per_s")}
+               for r in read_metrics(run / "metrics.jsonl")] for run in (tmp_path / "bounded", tmp_path / "reference")]
+    assert logged[0] == logged[1] and any(logged[0])  # every logged loss, not the throughput
+
+
 def test_time_outside_training_steps_is_accounted_by_phase(tmp_path, monkeypatch, capsys):
     task = VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
     write_artifacts, save = task.write_artifacts, Checkpointer.save
@@ -202,3 +222,10 @@ def test_time_outside_training_steps_is_accounted_by_phase(tmp_path, monkeypatch
     summary = capsys.readouterr().err.strip().splitlines()[-1]
     assert summary.startswith(f"wall time {results['wall_time_s']:.1f} s: training steps")
     assert f"artifacts {phase_s['artifacts']:.1f} s, checkpoints {phase_s['checkpoints']:.1f} s" in summary
+
+
+@pytest.mark.parametrize("field", ["prefetch_to_device", "max_steps_in_flight", "diagnostics_every_steps"])
+def test_a_negative_count_is_refused_with_the_setting_named(field):
+    with pytest.raises(ValueError, match=f"trainer.{field}=-1 must be >= 0"):
+        LoopConfig(**{field: -1})
+    LoopConfig(**{field: 0})  # 0 is "off"
