@@ -117,7 +117,6 @@ def fit(
             if writer is not None:
                 writer.write(resumed_from, {"event": "resumed"})
 
-    n = len(devices)
     dp = parallel.DataParallel(devices, config.backend)
     replicated = dp.replicate(state)
     context = prepared.context
@@ -177,7 +176,7 @@ def fit(
     def evaluate_and_save(epoch: float) -> None:
         """Evaluates, updates best/early stopping, writes pictures, saves a ranked checkpoint."""
         with _timed(phase_s, "evaluation"):
-            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, n))
+            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, dp))
         last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals, context).items()}
         if writer is not None:
             writer.write(step, {"epoch": epoch, **last_eval})
@@ -231,7 +230,7 @@ def fit(
             pending: list = []
             window_start = time.perf_counter()
             evaluated = False
-            batches = (parallel.shard(b, n) for b in train_loader.epoch(epoch, start_step=offset))
+            batches = (dp.shard(b) for b in train_loader.epoch(epoch, start_step=offset))
             for batch in parallel.prefetch_to_device(batches, config.prefetch_to_device, devices):
                 if diagnose is not None and step % config.diagnostics_every_steps == 0:
                     values = jax.device_get(diagnose(replicated, batch, train_key))  # before the donating step
@@ -282,7 +281,7 @@ def fit(
     host_state = dp.unreplicate(replicated)
 
     def evaluate_with(step_fn):
-        return jax.device_get(_run_eval(dp.map(step_fn, context=context), replicated, eval_loader, eval_key, n))
+        return jax.device_get(_run_eval(dp.map(step_fn, context=context), replicated, eval_loader, eval_key, dp))
 
     with _timed(phase_s, "final_evaluation"):
         extra = task.final_evaluation(evaluate_with, host_state, prepared)
@@ -341,11 +340,11 @@ def _time_summary(wall_s: float, segment_s: float, train_s: float, first_step_s:
     )
 
 
-def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax.Array, n: int):
+def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax.Array, dp: parallel.DataParallel):
     """Sums the mapped eval step's outputs over every batch, on device."""
     totals = None
     for batch in loader.epoch(0):
-        out = mapped_step(replicated, parallel.shard(batch, n), key)
+        out = mapped_step(replicated, dp.shard(batch), key)
         totals = out if totals is None else parallel.add(totals, out)
     return jax.tree.map(lambda x: x[0], totals)
 

@@ -177,7 +177,7 @@ def to_host(tree: T, *, backend: str = "shard_map") -> T:
 @dataclasses.dataclass(frozen=True)
 class DataParallel:
     """One run's devices and backend, bound once: `data_parallel`, `replicate`,
-    `unreplicate` and `to_host` without repeating them at every call.
+    `unreplicate`, `to_host` and `shard` without repeating them at every call.
 
     Attributes:
       devices: the local devices to map over (N of them).
@@ -209,6 +209,10 @@ class DataParallel:
     def to_host(self, tree: T) -> T:
         """`to_host(tree, backend=backend)`: device 0's copy as numpy arrays."""
         return to_host(tree, backend=self.backend)
+
+    def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """`shard(batch, N)`: each [B, ...] array as [N, B / N, ...] (ValueError where N does not divide B)."""
+        return shard(batch, len(self.devices))
 
 
 def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray]:

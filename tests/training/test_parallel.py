@@ -88,7 +88,8 @@ def test_data_parallel_binds_devices_and_backend_once(backend):
     expected = parallel.replicate(state, devices, backend=backend)
     assert replicated["w"].shape == expected["w"].shape and replicated["w"].sharding == expected["w"].sharding
     x = np.arange(8, dtype=np.float32)
-    new, metrics = dp.map(step, returns_state=True)(replicated, parallel.shard({"x": x}, 4), jax.random.key(0))
+    np.testing.assert_array_equal(dp.shard({"x": x})["x"], parallel.shard({"x": x}, 4)["x"])  # [4, 2]
+    new, metrics = dp.map(step, returns_state=True)(replicated, dp.shard({"x": x}), jax.random.key(0))
     assert metrics["loss"].shape == (4,)
     np.testing.assert_allclose(dp.to_host(new)["w"], np.asarray(state["w"]) - x.mean())
     np.testing.assert_allclose(np.asarray(dp.unreplicate(new)["w"]), dp.to_host(new)["w"])
