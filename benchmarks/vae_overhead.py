@@ -153,10 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.machine_load import LoadMonitor
+    from jaxdl import backend
     from jaxdl.data import sources
     from scripts.benchmark import batch_size_of, compose
-
-    from jaxdl import backend
 
     print(f"huge pages: {backend.describe()['huge_pages']}", flush=True)
     monitor = LoadMonitor()
