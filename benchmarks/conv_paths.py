@@ -47,6 +47,8 @@ from typing import Any
 
 import numpy as np
 
+from jaxdl import backend  # light: it imports jax only where a function needs it
+
 
 @dataclasses.dataclass(frozen=True)
 class Path:
@@ -282,10 +284,8 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
 def run_path(path: Path, args, out: pathlib.Path) -> dict[str, Any]:
     """One fresh process for `path`; returns its report, or {"error": ...}."""
-    from jaxdl.backend import without_additions
-
     # the JAX paths inherit the huge-page tunable `main` started with, as a run has it; PyTorch gets its user's
-    env = without_additions(os.environ) if path.impl == "torch" else dict(os.environ)
+    env = backend.without_additions(os.environ) if path.impl == "torch" else dict(os.environ)
     if path.xla_flags:
         env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *path.xla_flags]).strip()
     spec = {"path": path.name, "out": str(out), "args": {k: v for k, v in vars(args).items() if k in WORKER_ARGS}}
@@ -327,7 +327,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     from benchmarks.machine_load import LoadMonitor
-    from jaxdl import backend
 
     print(f"huge pages for the JAX paths: {backend.describe()['huge_pages']}", flush=True)
     monitor = LoadMonitor()
@@ -390,7 +389,5 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if "--worker" not in sys.argv:  # a worker keeps the environment its parent chose for its path
-        from jaxdl import backend
-
         backend.restart_with_huge_pages()  # JAX's temporaries as `python -m experiments.run` has them
     sys.exit(main())

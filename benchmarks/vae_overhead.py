@@ -40,6 +40,8 @@ import tempfile
 import time
 from typing import Any
 
+from jaxdl import backend  # light: it imports jax only where a function needs it
+
 # The overrides of `python -m experiments.run` this script composes, in one place (config keys may be renamed).
 OVERRIDES = (
     "model=vae",
@@ -153,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from benchmarks.machine_load import LoadMonitor
-    from jaxdl import backend
     from jaxdl.data import sources
     from scripts.benchmark import batch_size_of, compose
 
@@ -200,7 +201,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from jaxdl import backend
-
     backend.restart_with_huge_pages()  # both loops run with the memory a run has (`python -m experiments.run`)
     sys.exit(main())
