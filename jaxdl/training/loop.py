@@ -11,6 +11,7 @@ step randomness from (seed, step, example index).
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 import pathlib
@@ -127,6 +128,8 @@ def fit(
         if not hasattr(task, "diagnostics"):
             raise ValueError(f"{type(task).__name__} has no diagnostics step; set trainer.diagnostics_every_steps=0.")
         diagnose = dp.map(task.diagnostics, context=context)
+    # at most this many steps dispatched and unfinished (0: no bound): the setting, or fewer where the devices need it
+    in_flight = min((k for k in (config.max_steps_in_flight, dp.max_in_flight) if k), default=0)
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
@@ -245,8 +248,8 @@ def fit(
                     window_start = time.perf_counter()
                 else:
                     pending.append(metrics)
-                    if config.max_steps_in_flight and len(pending) >= config.max_steps_in_flight:
-                        jax.block_until_ready(pending[-config.max_steps_in_flight])  # a wait, no copy to the host
+                    if in_flight and len(pending) >= in_flight:
+                        jax.block_until_ready(pending[-in_flight])  # a wait, no copy to the host
                 finished = step >= total_steps
                 evaluated = finished or bool(config.eval_every_steps and step % config.eval_every_steps == 0)
                 if step % config.log_every_steps == 0 or evaluated:
@@ -341,10 +344,19 @@ def _time_summary(wall_s: float, segment_s: float, train_s: float, first_step_s:
 
 
 def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax.Array, dp: parallel.DataParallel):
-    """Sums the mapped eval step's outputs over every batch, on device."""
-    totals = None
+    """Sums the mapped eval step's outputs over every batch, on device.
+
+    Each batch dispatches two programs (the step and the running sum), so the
+    host waits for the sum of the batch `dp.max_in_flight // 2` back, where
+    the devices need a bound.
+    """
+    totals, unfinished = None, collections.deque()
     for batch in loader.epoch(0):
         out = mapped_step(replicated, dp.shard(batch), key)
         totals = out if totals is None else parallel.add(totals, out)
+        if dp.max_in_flight:
+            unfinished.append(totals)
+            if len(unfinished) >= dp.max_in_flight // 2:
+                jax.block_until_ready(unfinished.popleft())
     return jax.tree.map(lambda x: x[0], totals)
 

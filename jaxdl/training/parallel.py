@@ -25,6 +25,18 @@ Two backends give the same per-device program and the same numbers:
   program with its own shape: a stacked [N, ...] state made XLA copy every
   donated parameter and optimizer moment once per step (34 copies, 0.3 ms
   of a 3.7 ms MLP-VAE step; benchmarks/vae_overhead measures the loop).
+
+Programs in flight on several CPU devices: XLA's CPU client admits 32
+programs per device ahead of the host. Past that, with more than one device,
+a mapped program's all-reduce can wait forever for its other half, and XLA
+ends the process after 40 s ("Termination timeout for `all reduce ...`").
+jaxlib 0.10.2 did so on 2 host devices of a 2-core machine, for both
+backends: a script keeping 33 or 40 all-reducing programs in flight stopped
+every time, one keeping 32 or fewer never; the loop's unbounded evaluation
+stopped about once in three passes over 2,000 batches (the Transformer's
+whole-split evaluation, too), and tests/training/test_parallel.py runs it.
+`DataParallel.max_in_flight` gives the bound the loop keeps there; one
+device, or a GPU or TPU, gets none.
 """
 
 from __future__ import annotations
@@ -43,6 +55,9 @@ from jax.sharding import PartitionSpec as P
 
 AXIS_NAME = "batch"
 BACKENDS = ("shard_map", "pmap")
+#: Mapped programs the host may run ahead on several CPU devices: half of the
+#: 32 that XLA's CPU client admits per device (see the module docstring).
+CPU_MAX_IN_FLIGHT = 16
 
 T = TypeVar("T")
 
@@ -209,6 +224,15 @@ class DataParallel:
     def to_host(self, tree: T) -> T:
         """`to_host(tree, backend=backend)`: device 0's copy as numpy arrays."""
         return to_host(tree, backend=self.backend)
+
+    @property
+    def max_in_flight(self) -> int:
+        """Mapped programs that may be dispatched and unfinished at once (0: no bound).
+
+        `CPU_MAX_IN_FLIGHT` on more than one CPU device, where more can stop
+        the process (see the module docstring); 0 otherwise.
+        """
+        return CPU_MAX_IN_FLIGHT if len(self.devices) > 1 and self.devices[0].platform == "cpu" else 0
 
     def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`shard(batch, N)`: each [B, ...] array as [N, B / N, ...] (ValueError where N does not divide B)."""

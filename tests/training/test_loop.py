@@ -26,13 +26,13 @@ def synthetic(n: int, seed: int) -> dict[str, np.ndarray]:
     return {"image": rng.integers(0, 256, (n, 28, 28, 1), dtype=np.uint8), "label": rng.integers(0, 10, n)}
 
 
-def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, on_evaluation=None, **loop):
+def train(run_dir, *, epochs, task=None, devices=1, lr=1e-3, on_evaluation=None, train_examples=64, **loop):
     task = task or VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=20, iw_chunk=10)
-    prepared = task.prepare(synthetic(64, 0), synthetic(24, 1), RunFacts(batch_size=16, epochs=epochs))
+    prepared = task.prepare(synthetic(train_examples, 0), synthetic(24, 1), RunFacts(batch_size=16, epochs=epochs))
     train_loader = ArrayLoader(prepared.train, 16, shuffle=True, seed=0, drop_remainder=True)
     eval_loader = ArrayLoader(prepared.eval, 8, shuffle=False, drop_remainder=False)
     state = task.init_state(jax.random.fold_in(jax.random.key(0), 0), optax.adam(lr), synthetic(1, 0))
-    config = LoopConfig(epochs=epochs, log_every_steps=2, monitor="eval/elbo", progress=False, **loop)
+    config = LoopConfig(**{"epochs": epochs, "log_every_steps": 2, "monitor": "eval/elbo", "progress": False, **loop})
     checkpointer = Checkpointer(run_dir / "checkpoints", best_metric=config.monitor)
     writer = MetricWriter(run_dir, tensorboard=False)
     try:
@@ -194,6 +194,27 @@ def test_max_steps_in_flight_makes_the_host_wait_for_each_step_and_changes_no_nu
     logged = [[{k: v for k, v in r.items() if k.startswith(("train/", "eval/")) and not k.endswith("_per_s")}
                for r in read_metrics(run / "metrics.jsonl")] for run in (tmp_path / "bounded", tmp_path / "reference")]
     assert logged[0] == logged[1] and any(logged[0])  # every logged loss, not the throughput
+
+
+@pytest.mark.parametrize("devices, bound, waits", [
+    (1, 0, 1),  # 40 steps, metrics fetched once at step 40, no bound: the first step alone is waited for
+    (2, 0, 1 + 24),  # two CPU devices: at most 16 in flight, so 24 of the 39 pending steps wait
+    (2, 32, 1 + 24),  # a larger setting does not lift that
+    (2, 4, 1 + 36),  # a smaller one is kept
+])
+def test_several_cpu_devices_keep_at_most_sixteen_steps_in_flight(tmp_path, monkeypatch, devices, bound, waits):
+    waited = []
+    block_until_ready = jax.block_until_ready
+
+    def recording(tree):
+        if isinstance(tree, dict) and "grad_norm" in tree:  # a train step's metrics
+            waited.append(tree)
+        return block_until_ready(tree)
+
+    monkeypatch.setattr(jax, "block_until_ready", recording)
+    results, _ = train(tmp_path, epochs=1, devices=devices, train_examples=640, log_every_steps=40,
+                       max_steps_in_flight=bound)
+    assert results["steps"] == 40 and len(waited) == waits
 
 
 def test_time_outside_training_steps_is_accounted_by_phase(tmp_path, monkeypatch, capsys):

@@ -102,3 +102,51 @@ def test_data_parallel_names_the_backends_when_given_an_unknown_one():
         parallel.DataParallel(parallel.select_devices(1), "pjit")
     with pytest.raises(ValueError, match="'shard_map', 'pmap'"):
         parallel.data_parallel(lambda state, batch, key, *, axis_name: state, parallel.select_devices(1), backend="pjit")
+
+
+def test_only_several_cpu_devices_bound_the_programs_in_flight():
+    assert parallel.DataParallel(parallel.select_devices(1)).max_in_flight == 0
+    assert parallel.DataParallel(parallel.select_devices(2)).max_in_flight == parallel.CPU_MAX_IN_FLIGHT == 16
+
+
+# The loop's evaluation over 2 host devices, as a user's XLA_FLAGS makes them, with the host able to run far ahead
+# (each step is slow next to its dispatch). Unbounded, XLA ended such a process after 40 s waiting in an all-reduce.
+_LONG_EVALUATION = """
+import sys
+import jax, jax.numpy as jnp, numpy as np
+from jaxdl.data.pipeline import ArrayLoader
+from jaxdl.training import parallel
+from jaxdl.training.loop import _run_eval
+
+def step(state, batch, key, *, axis_name):
+    h = jnp.tanh(batch["x"] @ state["w"]) @ state["w"].T
+    return {"total": parallel.psum(jnp.sum(h ** 2), axis_name)}
+
+dp = parallel.DataParallel(jax.devices(), sys.argv[1])
+assert len(dp.devices) == 2
+state = dp.replicate({"w": jnp.full((512, 512), 0.01)})
+loader = ArrayLoader({"x": np.ones((16 * 2000, 512), np.float32)}, 16, shuffle=False, drop_remainder=False)
+mapped = dp.map(step)
+for _ in range(4):  # unbounded, 1 in 3 evaluations of 2,000 batches stopped
+    print(float(jax.device_get(_run_eval(mapped, state, loader, jax.random.key(0), dp))["total"]))
+"""
+
+
+@pytest.mark.parametrize("backend", parallel.BACKENDS)
+def test_a_long_evaluation_over_two_cpu_devices_finishes(backend):
+    import os
+    import pathlib
+    import subprocess
+    import sys
+    import textwrap
+
+    repo = pathlib.Path(__file__).resolve().parents[2]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(repo),
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(_LONG_EVALUATION), backend],
+                          cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    h = np.tanh(np.full(512, 512 * 0.01, np.float32)) @ np.full((512, 512), 0.01, np.float32).T  # one row's output
+    expected = 16 * 2000 * float(np.sum(h.astype(np.float64) ** 2))
+    totals = [float(line) for line in done.stdout.split()]
+    assert len(totals) == 4 and totals == pytest.approx([expected] * 4, rel=1e-4)
