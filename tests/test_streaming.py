@@ -124,6 +124,9 @@ def test_prefetch_to_device_keeps_order_and_values():
     assert [float(b["x"][1, 2]) for b in ahead] == [0.0, 1.0, 2.0, 3.0, 4.0]
     assert isinstance(ahead[0]["x"], jax.Array) and len(ahead[0]["x"].sharding.device_set) == 2
     assert list(parallel.prefetch_to_device(iter(batches), 0, devices)) == batches  # off: the host batches as they are
+    bound = list(parallel.DataParallel(devices).prefetch(iter(batches), 2))  # the loop's way in
+    assert [float(b["x"][1, 2]) for b in bound] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert bound[0]["x"].sharding == ahead[0]["x"].sharding
 
 
 def run(tmp_path, name, *, streaming, allow_changed=(), **trainer):

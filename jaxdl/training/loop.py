@@ -234,7 +234,7 @@ def fit(
             window_start = time.perf_counter()
             evaluated = False
             batches = (dp.shard(b) for b in train_loader.epoch(epoch, start_step=offset))
-            for batch in parallel.prefetch_to_device(batches, config.prefetch_to_device, devices):
+            for batch in dp.prefetch(batches, config.prefetch_to_device):
                 if diagnose is not None and step % config.diagnostics_every_steps == 0:
                     values = jax.device_get(diagnose(replicated, batch, train_key))  # before the donating step
                     if writer is not None:

@@ -192,7 +192,8 @@ def to_host(tree: T, *, backend: str = "shard_map") -> T:
 @dataclasses.dataclass(frozen=True)
 class DataParallel:
     """One run's devices and backend, bound once: `data_parallel`, `replicate`,
-    `unreplicate`, `to_host` and `shard` without repeating them at every call.
+    `unreplicate`, `to_host`, `shard` and `prefetch_to_device` without
+    repeating them at every call.
 
     Attributes:
       devices: the local devices to map over (N of them).
@@ -237,6 +238,10 @@ class DataParallel:
     def shard(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """`shard(batch, N)`: each [B, ...] array as [N, B / N, ...] (ValueError where N does not divide B)."""
         return shard(batch, len(self.devices))
+
+    def prefetch(self, batches: Iterable[T], size: int) -> Iterator[T]:
+        """`prefetch_to_device(batches, size, devices)`: sharded batches copied `size` ahead of their use."""
+        return prefetch_to_device(batches, size, self.devices)
 
 
 def shard(batch: dict[str, np.ndarray], num_shards: int) -> dict[str, np.ndarray]:
