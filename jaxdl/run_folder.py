@@ -192,6 +192,7 @@ def updated_manifest(recorded: Mapping[str, Any] | None, new: Mapping[str, Any],
 
 
 #: Figures of a results.json measured while training; a rerun that trains no step has none of its own.
+#: ("final_evaluation_s": folders written before it became phase_s["final_evaluation"].)
 SEGMENT_FIGURES = (
     "train_examples_per_s", "train_time_s", "first_step_s", "setup_s", "wall_time_s", "final_evaluation_s",
     "phase_s", "resumed_from", "environment",

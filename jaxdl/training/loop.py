@@ -309,7 +309,6 @@ def fit(
         "stopped_early": progress_state.stopped_early,
         "stop_reason": progress_state.stop_reason,
         "wall_time_s": wall_time_s,
-        "final_evaluation_s": phase_s["final_evaluation"],
         "phase_s": phase_s,
         "train_examples_per_s": examples / train_time if train_time > 0 else None,
         "train_time_s": train_time,
