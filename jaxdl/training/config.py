@@ -41,8 +41,8 @@ class LoopConfig:
         `experiment=shakespeare_char_cpu`, 1 saved 5-10 MB of a 600 MB peak and
         cost about 5 % of the step time (benchmarks/RESULTS.md, "End to end").
         On more than one CPU device the loop keeps at most 16 whatever this
-        says (`jaxdl.training.parallel.CPU_MAX_IN_FLIGHT`): past 32, XLA's CPU
-        client can stop the process in an all-reduce.
+        says (`jaxdl.training.parallel.CPU_MAX_IN_FLIGHT`): with 33 or more,
+        XLA's CPU client stopped the process in an all-reduce.
       diagnostics_every_steps: every N steps, before the update, run the
         task's `diagnostics` step (per-layer gradient norms, dead units; see
         `jaxdl.training.diagnostics`) on that step's batch and log its

@@ -26,17 +26,19 @@ Two backends give the same per-device program and the same numbers:
   donated parameter and optimizer moment once per step (34 copies, 0.3 ms
   of a 3.7 ms MLP-VAE step; benchmarks/vae_overhead measures the loop).
 
-Programs in flight on several CPU devices: XLA's CPU client admits 32
-programs per device ahead of the host. Past that, with more than one device,
-a mapped program's all-reduce can wait forever for its other half, and XLA
-ends the process after 40 s ("Termination timeout for `all reduce ...`").
-jaxlib 0.10.2 did so on 2 host devices of a 2-core machine, for both
-backends: a script keeping 33 or 40 all-reducing programs in flight stopped
-every time, one keeping 32 or fewer never; the loop's unbounded evaluation
-stopped about once in three passes over 2,000 batches (the Transformer's
-whole-split evaluation, too), and tests/training/test_parallel.py runs it.
-`DataParallel.max_in_flight` gives the bound the loop keeps there; one
-device, or a GPU or TPU, gets none.
+Programs in flight on several CPU devices: XLA's CPU client admits a
+bounded number of programs per device ahead of the host (its
+`max_inflight_computations_per_device`, which jaxlib does not expose). With
+more than one device and more programs than that in flight, a mapped
+program's all-reduce can wait forever for its other half, and XLA ends the
+process after 40 s ("Termination timeout for `all reduce ...`"). jaxlib
+0.10.2 did so on 2 host devices of a 2-core machine, for both backends: a
+script keeping 33 or 40 all-reducing programs in flight stopped every time,
+one keeping 32 or fewer never; the loop's unbounded evaluation stopped in 3
+of 4 processes of four passes over 2,000 batches each
+(tests/training/test_parallel.py), and in `experiment=shakespeare_char_cpu`'s
+whole-split evaluation. `DataParallel.max_in_flight` gives the bound the loop
+keeps there; one device, or a GPU or TPU, gets none.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from jax.sharding import PartitionSpec as P
 AXIS_NAME = "batch"
 BACKENDS = ("shard_map", "pmap")
 #: Mapped programs the host may run ahead on several CPU devices: half of the
-#: 32 that XLA's CPU client admits per device (see the module docstring).
+#: 32 that never stopped (see the module docstring).
 CPU_MAX_IN_FLIGHT = 16
 
 T = TypeVar("T")

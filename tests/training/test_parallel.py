@@ -127,7 +127,7 @@ assert len(dp.devices) == 2
 state = dp.replicate({"w": jnp.full((512, 512), 0.01)})
 loader = ArrayLoader({"x": np.ones((16 * 2000, 512), np.float32)}, 16, shuffle=False, drop_remainder=False)
 mapped = dp.map(step)
-for _ in range(4):  # unbounded, 1 in 3 evaluations of 2,000 batches stopped
+for _ in range(4):  # unbounded, 3 of 4 such processes stopped
     print(float(jax.device_get(_run_eval(mapped, state, loader, jax.random.key(0), dp))["total"]))
 """
 
