@@ -349,13 +349,13 @@ def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax
     host waits for the sum of the batch `dp.max_in_flight // 2` back, where
     the devices need a bound.
     """
-    totals, unfinished = None, collections.deque()
+    totals, unfinished, ahead = None, collections.deque(), dp.max_in_flight // 2
     for batch in loader.epoch(0):
         out = mapped_step(replicated, dp.shard(batch), key)
         totals = out if totals is None else parallel.add(totals, out)
-        if dp.max_in_flight:
+        if ahead:
             unfinished.append(totals)
-            if len(unfinished) >= dp.max_in_flight // 2:
+            if len(unfinished) >= ahead:
                 jax.block_until_ready(unfinished.popleft())
     return jax.tree.map(lambda x: x[0], totals)
 

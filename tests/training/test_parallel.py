@@ -1,5 +1,11 @@
 """Mapping steps over devices: the state layout, stacked fetches and summed eval outputs."""
 
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -134,12 +140,6 @@ for _ in range(4):  # unbounded, 3 of 4 such processes stopped
 
 @pytest.mark.parametrize("backend", parallel.BACKENDS)
 def test_a_long_evaluation_over_two_cpu_devices_finishes(backend):
-    import os
-    import pathlib
-    import subprocess
-    import sys
-    import textwrap
-
     repo = pathlib.Path(__file__).resolve().parents[2]
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(repo),
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
