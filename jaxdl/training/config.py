@@ -21,6 +21,12 @@ class LoopConfig:
       log_every_steps: steps between fetches of the running train metrics.
       eval_every_epochs: epochs between evaluations (the last step always evaluates).
       eval_every_steps: evaluate every this many steps instead (None: by epochs).
+      eval_batches: evaluations during training read only the first this many
+        batches of the evaluation split, the same ones each time: an estimate,
+        as nanoGPT's `eval_iters`, that ranks checkpoints and drives early
+        stopping. The final state is then evaluated on the whole split once
+        more after training, and that exact evaluation is what the run's
+        final metrics hold (None: every evaluation reads the whole split).
       checkpoint_every_steps: extra checkpoints inside epochs (None: at epoch ends only).
       monitor: metric that ranks checkpoints and drives early stopping (e.g. "eval/elbo").
       mode: "min" if lower `monitor` is better, else "max".
@@ -54,6 +60,7 @@ class LoopConfig:
     log_every_steps: int = 100
     eval_every_epochs: int = 1
     eval_every_steps: int | None = None
+    eval_batches: int | None = None
     checkpoint_every_steps: int | None = None
     monitor: str = "eval/loss"
     mode: str = "min"
@@ -76,7 +83,7 @@ class LoopConfig:
             raise ValueError(f"trainer.epochs={self.epochs} must be at least 1.")
         if self.log_every_steps < 1 or self.eval_every_epochs < 1:
             raise ValueError("trainer.log_every_steps and trainer.eval_every_epochs must be at least 1.")
-        for name in ("max_steps", "eval_every_steps", "checkpoint_every_steps"):
+        for name in ("max_steps", "eval_every_steps", "eval_batches", "checkpoint_every_steps"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"trainer.{name}={value} must be at least 1 (or null).")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import math
 import pathlib
 import sys
@@ -81,14 +82,16 @@ def fit(
         after the task's `final_evaluation` (e.g. a configured FID evaluator).
 
     Returns:
-      dict with "metrics" (last eval plus the task's final evaluation),
-      "best" (monitor value and step), "steps", "epochs", "stopped_early",
+      dict with "metrics" (last eval, on the whole split when
+      `config.eval_batches` made the others estimates, plus the task's final
+      evaluation), "best" (monitor value and step, as the evaluations during
+      training measured it), "steps", "epochs", "stopped_early",
       "stop_reason" (None, "early_stopping" or what `on_evaluation` returned),
       "wall_time_s" (training and evaluation, summed over resumed segments),
       "train_examples_per_s", "train_time_s" (seconds in training steps after the
       first, this segment; no evaluation), "first_step_s" (compile plus one step),
       "phase_s" (seconds of this segment outside the training steps, by phase:
-      "evaluation" (the periodic ones), "artifacts" (pictures, samples,
+      "evaluation" (the periodic ones and the whole-split one), "artifacts" (pictures, samples,
       curves), "checkpoints" (the blocking part of saving), "final_evaluation"),
       "resumed_from" (step or None) and "skipped_checkpoints" (damaged ones set
       aside on resuming: step, path, reason, moved_to).
@@ -130,6 +133,8 @@ def fit(
         diagnose = dp.map(task.diagnostics, context=context)
     # at most this many steps dispatched and unfinished (0: no bound): the setting, or fewer where the devices need it
     in_flight = min((k for k in (config.max_steps_in_flight, dp.max_in_flight) if k), default=0)
+    # evaluations during training read this many batches (None: all), and the final state then the whole split
+    subset = config.eval_batches if (config.eval_batches or math.inf) < eval_loader.steps_per_epoch else None
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
@@ -176,16 +181,21 @@ def fit(
         bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"}, refresh=False)
         return now
 
+    def evaluate(max_batches: int | None = None) -> tuple[dict[str, float], Mapping[str, np.ndarray]]:
+        """The eval metrics ("eval/..." -> value) of the current state and the summed totals they come from."""
+        with _timed(phase_s, "evaluation"):
+            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, dp, max_batches))
+        return {f"eval/{k}": v for k, v in task.summarize_eval(totals, context).items()}, totals
+
     def evaluate_and_save(epoch: float) -> None:
         """Evaluates, updates best/early stopping, writes pictures, saves a ranked checkpoint."""
-        with _timed(phase_s, "evaluation"):
-            totals = jax.device_get(_run_eval(eval_step, replicated, eval_loader, eval_key, dp))
-        last_eval = {f"eval/{k}": v for k, v in task.summarize_eval(totals, context).items()}
+        last_eval, totals = evaluate(subset)
         if writer is not None:
             writer.write(step, {"epoch": epoch, **last_eval})
         if config.nan_guard:
             check_finite(last_eval, step, checkpointer)
-        bar.write(f"epoch {epoch:g} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()))
+        read = f" (first {subset} of {eval_loader.steps_per_epoch} eval batches)" if subset else ""
+        bar.write(f"epoch {epoch:g} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()) + read)
         value = last_eval.get(config.monitor)
         if value is None:
             raise KeyError(f"trainer.monitor={config.monitor!r} is not among the eval metrics {sorted(last_eval)}.")
@@ -281,6 +291,15 @@ def fit(
                 checkpointer.wait()
 
     final_metrics = dict(progress_state.last_eval)
+    if subset:  # the estimates ranked the checkpoints; the final metrics are exact
+        whole, _ = evaluate()
+        final_metrics.update(whole)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in whole.items())
+        bar.write(f"final state on the whole eval split ({eval_loader.steps_per_epoch} batches): {shown}")
+        if writer is not None:
+            writer.write(step, {"event": "whole_split_evaluation", **whole})
+        if config.nan_guard:
+            check_finite(whole, step, checkpointer, when="the whole-split evaluation failed")
     host_state = dp.unreplicate(replicated)
 
     def evaluate_with(step_fn):
@@ -342,15 +361,22 @@ def _time_summary(wall_s: float, segment_s: float, train_s: float, first_step_s:
     )
 
 
-def _run_eval(mapped_step, replicated: TrainState, loader: ArrayLoader, key: jax.Array, dp: parallel.DataParallel):
-    """Sums the mapped eval step's outputs over every batch, on device.
+def _run_eval(
+    mapped_step,
+    replicated: TrainState,
+    loader: ArrayLoader,
+    key: jax.Array,
+    dp: parallel.DataParallel,
+    max_batches: int | None = None,
+):
+    """Sums the mapped eval step's outputs over every batch (or the first `max_batches`), on device.
 
     Each batch dispatches two programs (the step and the running sum), so the
     host waits for the sum of the batch `dp.max_in_flight // 2` back, where
     the devices need a bound.
     """
     totals, unfinished, ahead = None, collections.deque(), dp.max_in_flight // 2
-    for batch in loader.epoch(0):
+    for batch in itertools.islice(loader.epoch(0), max_batches):
         out = mapped_step(replicated, dp.shard(batch), key)
         totals = out if totals is None else parallel.add(totals, out)
         if ahead:

@@ -17,7 +17,7 @@ from jaxdl.tasks.base import Prepared, RunFacts
 from jaxdl.tasks.vae import VAETask
 from jaxdl.training import parallel
 from jaxdl.training.checkpoint import Checkpointer
-from jaxdl.training.loop import LoopConfig, NonFiniteMetricError, fit
+from jaxdl.training.loop import LoopConfig, NonFiniteMetricError, _run_eval, fit
 from tests.conftest import assert_close
 
 
@@ -137,6 +137,47 @@ def test_max_steps_ends_mid_epoch_and_evaluates_every_n_steps(tmp_path):
     assert results["steps"] == 7
     evaluated_at = [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/elbo" in r]
     assert evaluated_at == [3, 6, 7]
+
+
+def test_eval_batches_estimates_during_training_and_measures_the_final_state_on_the_whole_split(tmp_path):
+    exact, exact_ckpt = train(tmp_path / "exact", epochs=2)
+    estimated, estimated_ckpt = train(tmp_path / "estimated", epochs=2, eval_batches=1)  # 1 of the 3 eval batches
+    np.testing.assert_array_equal(  # the same training
+        jax.tree.leaves(final_params(estimated_ckpt))[0], jax.tree.leaves(final_params(exact_ckpt))[0]
+    )
+    exact_records = [r for r in read_metrics(tmp_path / "exact" / "metrics.jsonl") if "eval/elbo" in r]
+    records = [r for r in read_metrics(tmp_path / "estimated" / "metrics.jsonl") if "eval/elbo" in r]
+    assert [r["step"] for r in exact_records] == [4, 8]
+    assert [(r["step"], r.get("event")) for r in records] == [(4, None), (8, None), (8, "whole_split_evaluation")]
+    for estimate, whole in zip(records[:2], exact_records):
+        assert estimate["eval/elbo"] != whole["eval/elbo"]  # 8 of the 24 examples
+    assert records[2]["eval/elbo"] == exact_records[1]["eval/elbo"]
+    assert estimated["metrics"] == exact["metrics"]  # the final metrics are exact, the importance-weighted NLL too
+    assert estimated["best"]["value"] == min(r["eval/elbo"] for r in records[:2])  # ranked by the estimates
+
+
+def test_eval_batches_read_the_first_batches_and_no_more_than_the_split_has(tmp_path):
+    task = VAETask(VAE(latent_dim=4, hidden_dims=(16,)), iw_samples=0)
+    eval_arrays = synthetic(24, 1)
+    state = task.init_state(jax.random.key(0), optax.adam(1e-3), synthetic(1, 0))
+    dp = parallel.DataParallel(parallel.select_devices(1), "shard_map")
+    step = dp.map(task.eval_step, context=None)
+
+    def totals(arrays, max_batches=None):
+        loader = ArrayLoader(arrays, 8, shuffle=False, drop_remainder=False)
+        return jax.device_get(_run_eval(step, dp.replicate(state), loader, jax.random.key(2), dp, max_batches))
+
+    first_batch = totals({k: v[:8] for k, v in eval_arrays.items()})
+    jax.tree.map(np.testing.assert_array_equal, totals(eval_arrays, 1), first_batch)
+    jax.tree.map(np.testing.assert_array_equal, totals(eval_arrays, 3), totals(eval_arrays))
+    assert not np.array_equal(totals(eval_arrays)["count"], first_batch["count"])
+
+    whole, _ = train(tmp_path / "whole", epochs=1)
+    at_least_all, _ = train(tmp_path / "all", epochs=1, eval_batches=3)  # the split has 3: no estimate, no repeat
+    assert at_least_all["metrics"] == whole["metrics"]
+    assert not [r for r in read_metrics(tmp_path / "all" / "metrics.jsonl") if r.get("event") == "whole_split_evaluation"]
+    with pytest.raises(ValueError, match=r"trainer.eval_batches=0 must be at least 1 \(or null\)"):
+        LoopConfig(eval_batches=0)
 
 
 class NaNFinalEvaluationTask(VAETask):
