@@ -35,7 +35,7 @@ def _raw_dir(name: str) -> pathlib.Path | None:
     root = os.environ.get("JAXDL_MANUAL_DIR")
     if not root:
         return None
-    folder = pathlib.Path(root) / name
+    folder = pathlib.Path(root).resolve() / name  # absolute: tests link to it from their own folders
     return folder if folder.is_dir() else None
 
 
