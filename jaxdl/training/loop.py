@@ -195,7 +195,7 @@ def fit(
         if config.nan_guard:
             check_finite(last_eval, step, checkpointer)
         read = f" (first {subset} of {eval_loader.steps_per_epoch} eval batches)" if subset else ""
-        bar.write(f"epoch {epoch:g} step {step}: " + "  ".join(f"{k} {v:.4f}" for k, v in last_eval.items()) + read)
+        bar.write(f"epoch {epoch:g} step {step}: {_shown(last_eval)}{read}")
         value = last_eval.get(config.monitor)
         if value is None:
             raise KeyError(f"trainer.monitor={config.monitor!r} is not among the eval metrics {sorted(last_eval)}.")
@@ -294,8 +294,7 @@ def fit(
     if subset:  # the estimates ranked the checkpoints; the final metrics are exact
         whole, _ = evaluate()
         final_metrics.update(whole)
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in whole.items())
-        bar.write(f"final state on the whole eval split ({eval_loader.steps_per_epoch} batches): {shown}")
+        bar.write(f"final state on the whole eval split ({eval_loader.steps_per_epoch} batches): {_shown(whole)}")
         if writer is not None:
             writer.write(step, {"event": "whole_split_evaluation", **whole})
         if config.nan_guard:
@@ -311,7 +310,7 @@ def fit(
             extra = {**extra, **evaluate_final(host_state)}
     if extra:
         final_metrics.update(extra)
-        bar.write("final evaluation: " + "  ".join(f"{k} {v:.4f}" for k, v in extra.items()))
+        bar.write(f"final evaluation: {_shown(extra)}")
         if writer is not None:
             writer.write(step, extra)
         if config.nan_guard:
@@ -349,6 +348,11 @@ def _timed(phase_s: dict[str, float], phase: str) -> Iterator[None]:
         yield
     finally:
         phase_s[phase] += time.perf_counter() - start
+
+
+def _shown(metrics: Mapping[str, float]) -> str:
+    """Metrics as the console shows them: "name value" pairs, 4 decimals, two spaces apart."""
+    return "  ".join(f"{k} {v:.4f}" for k, v in metrics.items())
 
 
 def _time_summary(wall_s: float, segment_s: float, train_s: float, first_step_s: float, phase_s: dict) -> str:

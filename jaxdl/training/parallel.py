@@ -194,8 +194,8 @@ def to_host(tree: T, *, backend: str = "shard_map") -> T:
 @dataclasses.dataclass(frozen=True)
 class DataParallel:
     """One run's devices and backend, bound once: `data_parallel`, `replicate`,
-    `unreplicate`, `to_host`, `shard` and `prefetch_to_device` without
-    repeating them at every call.
+    `unreplicate`, `to_host`, `shard` and `prefetch_to_device` (as `prefetch`)
+    without repeating them at every call.
 
     Attributes:
       devices: the local devices to map over (N of them).
