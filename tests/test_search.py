@@ -81,6 +81,7 @@ def test_search_space_settings_and_record(tmp_path):
         "for seed in 0 1; do python -m experiments.run model=vae sweep=vae_optuna model.latent_dim=20 seed=$seed; done")
 
 
+@pytest.mark.slow  # a search through the real command
 def test_a_pruned_trial_stops_cleanly_and_is_summarized(tmp_path, mnist_data_dir, mnist_raw_dir):
     sweep = tmp_path / "sweep"
     # ThresholdPruner with upper=0 prunes every trial at its first evaluation (eval/elbo is positive).

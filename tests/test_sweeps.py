@@ -17,6 +17,7 @@ def run(args, env, **kwargs):
                           text=True, timeout=600, **kwargs)
 
 
+@pytest.mark.slow  # a sweep of four jobs through the real command
 def test_a_failing_job_does_not_stop_the_sweep_and_is_summarized(tmp_path, mnist_data_dir, mnist_raw_dir):
     sweep = tmp_path / "sweep"
     done = run(["-m", *SMOKE, f"data.data_dir={mnist_data_dir}", "trainer.batch_size=32,300",

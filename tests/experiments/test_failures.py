@@ -1,6 +1,7 @@
 """Every fault of the real command ends in one line, a truthful record, and nothing lost.
 
-Most cases run the command twice and are marked slow; `python -m pytest -m slow tests/experiments/test_failures.py`.
+Every case runs the real command, most of them twice, so the module is marked slow:
+`python -m pytest -m slow tests/experiments/test_failures.py`.
 
 Each case runs `python -m experiments.run` on a small real MNIST subset and checks the exit code, the one
 line on stderr (no traceback), and the files left in the run folder. The library-level cases (orbax saves
@@ -19,6 +20,8 @@ import pytest
 from tests import disk
 from tests.conftest import REPO
 from tests.test_run import SMOKE, command, environment
+
+pytestmark = pytest.mark.slow
 
 
 def run(args, env, *, timeout=300):
@@ -72,7 +75,6 @@ def test_a_different_command_into_a_finished_run_is_refused_and_rewrites_nothing
     assert not (finished / "failure.json").exists()  # the folder belongs to the other run
 
 
-@pytest.mark.slow  # the real command, twice
 def test_a_changed_learning_rate_is_refused_too(finished, mnist_data_dir, env):
     before = snapshot(finished)
     done = run(command(finished, mnist_data_dir, "optimizer.learning_rate=0.01"), env)
@@ -80,7 +82,6 @@ def test_a_changed_learning_rate_is_refused_too(finished, mnist_data_dir, env):
     assert snapshot(finished) == before
 
 
-@pytest.mark.slow  # the real command, twice
 def test_the_same_command_again_keeps_the_recorded_results_and_timings(finished, mnist_data_dir, env):
     before = json.loads((finished / "results.json").read_text())
     done = run(command(finished, mnist_data_dir, "trainer.progress=true"), env)  # a neutral setting may differ
@@ -91,7 +92,6 @@ def test_the_same_command_again_keeps_the_recorded_results_and_timings(finished,
         assert after[key] == before[key] and after[key] is not None, key
 
 
-@pytest.mark.slow  # the real command, twice
 def test_allow_changed_continues_a_finished_run_longer_and_keeps_its_history(finished, mnist_data_dir, env):
     done = run(command(finished, mnist_data_dir, "trainer.epochs=3", "allow_changed=[trainer.epochs]"), env)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -113,7 +113,6 @@ def test_a_nan_in_the_final_evaluation_fails_the_run_and_keeps_its_checkpoints(t
     assert [p.name for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()]
 
 
-@pytest.mark.slow  # the real command, twice
 def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_one_before(finished, mnist_data_dir,
                                                                                            env):
     (finished / "results.json").unlink()  # as if the run had been killed after its last checkpoint
@@ -129,7 +128,6 @@ def test_a_damaged_latest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
     assert (finished / "checkpoints.damaged" / str(steps[-1])).is_dir()  # set aside, never deleted
 
 
-@pytest.mark.slow  # the real command, twice
 def test_an_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path, mnist_data_dir, env):
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
@@ -143,11 +141,11 @@ def test_an_unwritable_checkpoint_folder_stops_the_run_at_once(tmp_path, mnist_d
 @pytest.mark.parametrize(
     "override, fragment",
     [
-        pytest.param("data.eval_limit=0", "data.eval_limit", marks=pytest.mark.slow),
+        ("data.eval_limit=0", "data.eval_limit"),
         ("data.train_limit=0", "data.train_limit"),
-        pytest.param("data.eval_split='test[:0]'", "data.eval_split", marks=pytest.mark.slow),
+        ("data.eval_split='test[:0]'", "data.eval_split"),
         ("model.latent_dim=0", "model.latent_dim=0"),
-        pytest.param("model.hidden_dims=[200,0]", "model.hidden_dims", marks=pytest.mark.slow),
+        ("model.hidden_dims=[200,0]", "model.hidden_dims"),
     ],
 )
 def test_degenerate_sizes_fail_in_one_line_naming_the_setting(tmp_path, mnist_data_dir, env, override, fragment):
@@ -156,7 +154,6 @@ def test_degenerate_sizes_fail_in_one_line_naming_the_setting(tmp_path, mnist_da
     assert json.loads((tmp_path / "run" / "failure.json").read_text())["message"]
 
 
-@pytest.mark.slow  # the real command, twice
 def test_a_manual_folder_without_the_files_fails_at_once_naming_them(tmp_path, mnist_raw_dir):
     empty = tmp_path / "raw"
     empty.mkdir()
@@ -166,7 +163,6 @@ def test_a_manual_folder_without_the_files_fails_at_once_naming_them(tmp_path, m
     assert done.seconds < 60  # no download attempts
 
 
-@pytest.mark.slow
 def test_a_sweep_with_one_unwritable_job_finishes_the_others_and_lists_the_failure(tmp_path, mnist_data_dir, env):
     from scripts.summarize import summarize
 
@@ -181,7 +177,6 @@ def test_a_sweep_with_one_unwritable_job_finishes_the_others_and_lists_the_failu
     assert "3 jobs, 2 finished, 1 failed" in text and "Could not write" in text
 
 
-@pytest.mark.slow  # the real command, twice
 def test_the_main_command_leaves_no_stale_failure_record(tmp_path, mnist_data_dir, env):
     run_dir = tmp_path / "run"
     run_dir.mkdir()

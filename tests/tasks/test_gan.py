@@ -200,6 +200,7 @@ def _fit(task: GANTask, run_dir: pathlib.Path, epochs: int):
         checkpointer.close()
 
 
+@pytest.mark.slow  # three fits; resuming any task's state: tests/training/test_loop.py
 def test_resume_from_a_checkpoint_matches_an_uninterrupted_run(tmp_path):
     task = GANTask(DCGAN(**TINY), ema_decay=0.999)
     straight = _fit(task, tmp_path / "straight", epochs=2)
