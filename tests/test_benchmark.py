@@ -33,8 +33,8 @@ def test_hoisted_lstm_has_rnnlms_parameters_outputs_and_gradients(num_layers, nu
         out = module.apply({"params": p}, tokens, train=True, example_keys=example_keys, token_mask=token_mask)
         return jnp.sum(jnp.sin(out)), out
 
-    (_, out_new), g_new = jax.value_and_grad(lambda p: loss(new, p), has_aux=True)(params)
-    (_, out_ref), g_ref = jax.value_and_grad(lambda p: loss(ref, p), has_aux=True)(params)
+    (_, out_new), g_new = jax.jit(jax.value_and_grad(lambda p: loss(new, p), has_aux=True))(params)
+    (_, out_ref), g_ref = jax.jit(jax.value_and_grad(lambda p: loss(ref, p), has_aux=True))(params)
     assert_close(out_new, out_ref, rtol=1e-5, atol=1e-6)
     assert_close(g_new, g_ref, rtol=1e-4, atol=1e-6)
 
@@ -48,15 +48,15 @@ def test_im2col_convolution_gives_the_cnns_outputs_and_gradients(kernel_size, pa
     def loss(p):
         return jnp.sum(jnp.sin(model.apply(p, x, train=False)))
 
-    ref = jax.value_and_grad(loss)(params)
-    with bench_variants.im2col_conv():
-        new = jax.value_and_grad(loss)(params)
+    ref = jax.jit(jax.value_and_grad(loss))(params)
+    with bench_variants.im2col_conv():  # traced inside: a new function, so jit's cache cannot return `ref`'s program
+        new = jax.jit(jax.value_and_grad(loss))(params)
     assert_close(new, ref, rtol=1e-5, atol=1e-6)
     strided = nn.Conv(5, (3, 3), strides=2, padding="SAME")
     p = strided.init(jax.random.key(2), x)
     with bench_variants.im2col_conv():
-        y = strided.apply(p, x)
-    assert_close(y, strided.apply(p, x), rtol=1e-5, atol=1e-6)
+        y = jax.jit(lambda p, x: strided.apply(p, x))(p, x)
+    assert_close(y, jax.jit(lambda p, x: strided.apply(p, x))(p, x), rtol=1e-5, atol=1e-6)
 
 
 def test_benchmark_runs_one_tiny_model_beside_its_peers(mnist_data_dir, tmp_path, capsys):

@@ -8,14 +8,14 @@ from jaxdl.models.airbench import Airbench94, dirac_init, whitening_kernel
 
 
 def test_default_network_shapes_and_parameter_count():
-    x = jnp.zeros((2, 32, 32, 3))
-    variables = Airbench94().init(jax.random.key(0), x, train=False)
+    x = jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32)  # shapes alone: the default network is large to run
+    variables = jax.eval_shape(lambda x: Airbench94().init(jax.random.key(0), x, train=False), x)
     params = variables["params"]
     n = sum(p.size for p in jax.tree.leaves(params))
     convs = 24 * 64 * 9 + 64 * 64 * 9 + 64 * 256 * 9 + 256 * 256 * 9 * 3
     assert n == 2 * 2 * 3 * 24 + 24 + convs + 2 * (64 + 256 + 256) + 256 * 10
     assert "scale" not in params["block1"]["norm1"]  # the BatchNorm weight is frozen at 1
-    logits = Airbench94().apply(variables, x, train=False)
+    logits = jax.eval_shape(lambda v, x: Airbench94().apply(v, x, train=False), variables, x)
     assert logits.shape == (2, 10) and logits.dtype == jnp.float32
 
 

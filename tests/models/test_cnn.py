@@ -74,9 +74,9 @@ def test_im2col_lowering_gives_the_same_logits_and_gradients_without_a_convoluti
         return jnp.sum(jnp.sin(module.apply(v, x, train=False)))
 
     # the logits, not the loss: a sum of sines cancels, which turns float32 summation order into relative error
-    np.testing.assert_allclose(im2col.apply(variables, x, train=False), xla.apply(variables, x, train=False),
-                               rtol=1e-5, atol=1e-6)
-    grads = [jax.grad(lambda v, m=m: loss(m, v))(variables) for m in (xla, im2col)]
+    logits = [jax.jit(lambda v, m=m: m.apply(v, x, train=False))(variables) for m in (xla, im2col)]
+    np.testing.assert_allclose(logits[1], logits[0], rtol=1e-5, atol=1e-6)
+    grads = [jax.jit(jax.grad(lambda v, m=m: loss(m, v)))(variables) for m in (xla, im2col)]  # one program each
     for a, b in zip(jax.tree.leaves(grads[0]), jax.tree.leaves(grads[1]), strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
     jaxpr = str(jax.make_jaxpr(lambda v: loss(im2col, v))(variables))
