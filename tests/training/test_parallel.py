@@ -1,7 +1,6 @@
 """Mapping steps over devices: the state layout, stacked fetches and summed eval outputs."""
 
 import os
-import pathlib
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,7 @@ import numpy as np
 import pytest
 
 from jaxdl.training import parallel
+from tests.conftest import REPO
 
 
 def _steps(num_devices: int, count: int):
@@ -138,13 +138,14 @@ for _ in range(4):  # unbounded, 3 of 4 such processes stopped
 """
 
 
-@pytest.mark.parametrize("backend", parallel.BACKENDS)
+@pytest.mark.parametrize(  # a process each: the loop's default backend in the default suite, pmap with -m slow
+    "backend", ["shard_map", pytest.param("pmap", marks=pytest.mark.slow)]
+)
 def test_a_long_evaluation_over_two_cpu_devices_finishes(backend):
-    repo = pathlib.Path(__file__).resolve().parents[2]
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(repo),
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO),
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     done = subprocess.run([sys.executable, "-c", textwrap.dedent(_LONG_EVALUATION), backend],
-                          cwd=repo, env=env, capture_output=True, text=True, timeout=240)
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-2000:]
     h = np.tanh(np.full(512, 512 * 0.01, np.float32)) @ np.full((512, 512), 0.01, np.float32).T  # one row's output
     expected = 16 * 2000 * float(np.sum(h.astype(np.float64) ** 2))
