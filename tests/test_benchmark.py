@@ -14,8 +14,9 @@ from scripts import bench_variants
 from tests.conftest import assert_close
 
 
-@pytest.mark.parametrize("num_layers", [1, 2])
-@pytest.mark.parametrize("num_classes", [None, 3])
+@pytest.mark.parametrize(("num_layers", "num_classes"),
+                         [(1, None), (2, 3), pytest.param(2, None, marks=pytest.mark.slow),
+                          pytest.param(1, 3, marks=pytest.mark.slow)])
 def test_hoisted_lstm_has_rnnlms_parameters_outputs_and_gradients(num_layers, num_classes):
     sizes = dict(vocab_size=23, hidden_dim=16, embed_dim=8, num_layers=num_layers, num_classes=num_classes,
                  dropout_rate=0.25)
@@ -59,6 +60,7 @@ def test_im2col_convolution_gives_the_cnns_outputs_and_gradients(kernel_size, pa
     assert_close(y, jax.jit(lambda p, x: strided.apply(p, x))(p, x), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # the whole benchmark command, peers included
 def test_benchmark_runs_one_tiny_model_beside_its_peers(mnist_data_dir, tmp_path, capsys):
     from scripts import benchmark
 
@@ -135,6 +137,7 @@ def _importable(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+@pytest.mark.slow  # builds the VAE run and the bare loop
 def test_vae_overhead_bare_loop_computes_what_jaxdl_computes(mnist_data_dir):
     from benchmarks import vae_overhead
     from jaxdl.data import sources

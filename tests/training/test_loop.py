@@ -203,6 +203,7 @@ def test_a_nan_in_the_final_evaluation_fails_the_run_and_keeps_its_checkpoints(t
     assert len(final) == 1  # the failing final evaluation is recorded
 
 
+@pytest.mark.slow  # three fits; the damaged checkpoint set aside: tests/training/test_checkpoint.py
 def test_resume_skips_a_damaged_latest_checkpoint_and_ends_like_an_uninterrupted_run(tmp_path, capsys):
     straight, _ = train(tmp_path / "a", epochs=2)
     train(tmp_path / "b", epochs=1, checkpoint_every_steps=3)  # saves steps 3 (mid-epoch) and 4
