@@ -191,3 +191,18 @@ def test_window_pause_times_each_step_without_the_pause_before_it():
     steps = window_pause.timed_steps(lambda k: calls.append(k), 3, pause_s=0.05)
     assert calls == [1, 1, 1] and len(steps) == 3
     assert all(0 <= ms < 40 and faults >= 0 for ms, faults in steps)  # the 50 ms asleep are not in a step
+
+
+
+@pytest.mark.parametrize(("form", "shape"), [("xw", (6, 4)), ("dw", (3, 4)), ("dx", (6, 3))])
+def test_matmul_products_times_the_named_product(form, shape):
+    import numpy as np
+
+    from benchmarks import matmul_products
+
+    a, bs = matmul_products.operands(form, 6, 3, 4, 2, np.random.default_rng(0))  # (m, k, n) = (6, 3, 4)
+    expected = {"xw": lambda: a @ bs[1], "dw": lambda: a.T @ bs[1], "dx": lambda: a @ bs[1].T}[form]()  # x w, x^T g, g w^T
+    assert expected.shape == shape
+    products = matmul_products.timer("jax", form, a, bs)()
+    assert len(products) == 2
+    assert_close(products[1], expected, rtol=1e-5, atol=1e-5)
