@@ -51,7 +51,7 @@ FORMS = {"xw": lambda a, b: a @ b, "dw": lambda a, b: a.T @ b, "dx": lambda a, b
 
 
 def operands(form: str, m: int, k: int, n: int, count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """float32 (a, b) with `count` right-hand sides b[i] for `FORMS[form]`, so that every product costs 2 m k n flops."""
+    """float32 (a, b) with `count` right-hand sides b[i] for `FORMS[form]`; every product costs 2 m k n flops."""
     a_shape, b_shape = {"xw": ((m, k), (k, n)), "dw": ((m, k), (m, n)), "dx": ((m, n), (k, n))}[form]
     return rng.normal(size=a_shape).astype(np.float32), rng.normal(size=(count, *b_shape)).astype(np.float32)
 

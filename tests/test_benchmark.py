@@ -6,6 +6,7 @@ import json
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from jaxdl.models.cnn import CNN
@@ -196,12 +197,11 @@ def test_window_pause_times_each_step_without_the_pause_before_it():
 
 @pytest.mark.parametrize(("form", "shape"), [("xw", (6, 4)), ("dw", (3, 4)), ("dx", (6, 3))])
 def test_matmul_products_times_the_named_product(form, shape):
-    import numpy as np
-
     from benchmarks import matmul_products
 
     a, bs = matmul_products.operands(form, 6, 3, 4, 2, np.random.default_rng(0))  # (m, k, n) = (6, 3, 4)
-    expected = {"xw": lambda: a @ bs[1], "dw": lambda: a.T @ bs[1], "dx": lambda: a @ bs[1].T}[form]()  # x w, x^T g, g w^T
+    b = bs[1]
+    expected = {"xw": lambda: a @ b, "dw": lambda: a.T @ b, "dx": lambda: a @ b.T}[form]()  # x w, x^T g, g w^T
     assert expected.shape == shape
     products = matmul_products.timer("jax", form, a, bs)()
     assert len(products) == 2

@@ -134,7 +134,7 @@ def fit(
     # at most this many steps dispatched and unfinished (0: no bound): the setting, or fewer where the devices need it
     in_flight = min((k for k in (config.max_steps_in_flight, dp.max_in_flight) if k), default=0)
     # evaluations during training read this many batches (None: all), and the final state then the whole split
-    subset = config.eval_batches if (config.eval_batches or math.inf) < eval_loader.steps_per_epoch else None
+    subset = config.eval_batches if config.eval_batches and config.eval_batches < eval_loader.steps_per_epoch else None
     steps_per_epoch = train_loader.steps_per_epoch
     total_steps = config.total_steps(steps_per_epoch)
     step = int(state.step)
@@ -290,15 +290,21 @@ def fit(
             with _timed(phase_s, "checkpoints"):
                 checkpointer.wait()
 
+    def report_after_training(line: str, metrics: dict[str, float], record: dict[str, Any], failed: str) -> None:
+        """An evaluation after training: into the final metrics, onto the console and into metrics.jsonl, checked."""
+        final_metrics.update(metrics)
+        bar.write(line)
+        if writer is not None:
+            writer.write(step, record)
+        if config.nan_guard:
+            check_finite(metrics, step, checkpointer, when=failed)
+
     final_metrics = dict(progress_state.last_eval)
     if subset:  # the estimates ranked the checkpoints; the final metrics are exact
         whole, _ = evaluate()
-        final_metrics.update(whole)
-        bar.write(f"final state on the whole eval split ({eval_loader.steps_per_epoch} batches): {_shown(whole)}")
-        if writer is not None:
-            writer.write(step, {"event": "whole_split_evaluation", **whole})
-        if config.nan_guard:
-            check_finite(whole, step, checkpointer, when="the whole-split evaluation failed")
+        line = f"final state on the whole eval split ({eval_loader.steps_per_epoch} batches): {_shown(whole)}"
+        record = {"event": "whole_split_evaluation", **whole}
+        report_after_training(line, whole, record, "the whole-split evaluation failed")
     host_state = dp.unreplicate(replicated)
 
     def evaluate_with(step_fn):
@@ -309,12 +315,7 @@ def fit(
         if evaluate_final is not None:
             extra = {**extra, **evaluate_final(host_state)}
     if extra:
-        final_metrics.update(extra)
-        bar.write(f"final evaluation: {_shown(extra)}")
-        if writer is not None:
-            writer.write(step, extra)
-        if config.nan_guard:
-            check_finite(extra, step, checkpointer, when="the final evaluation failed")
+        report_after_training(f"final evaluation: {_shown(extra)}", extra, extra, "the final evaluation failed")
     segment_s = time.perf_counter() - t0
     wall_time_s = progress_state.elapsed_s + segment_s
     if config.progress or writer is not None:
