@@ -237,7 +237,8 @@ def _as_json(value: Any) -> Any:
 
 
 def _plain(value: Any) -> Any:
-    return None if value is MISSING else to_jsonable(value)
+    """`value` for the manifest's history; a key one side lacks reads "(absent)", unlike a recorded null."""
+    return repr(MISSING) if value is MISSING else to_jsonable(value)
 
 
 def _show(value: Any) -> str:

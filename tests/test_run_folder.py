@@ -98,7 +98,7 @@ def test_allow_changed_lets_named_keys_differ_and_the_manifest_keeps_the_history
     assert manifest["command"] == ["new"] and manifest["settings"]["trainer"]["epochs"] == 20
     assert manifest["history"] == [
         {"command": ["old"], "git": None, "environment": None,
-         "changed": {"allow_changed": [None, ["trainer.epochs"]], "trainer.epochs": [10, 20]}}
+         "changed": {"allow_changed": ["(absent)", ["trainer.epochs"]], "trainer.epochs": [10, 20]}}
     ]
     assert run_folder.check(new, tmp_path, allow_changed=["trainer.*"]).status == "finished"
 

@@ -102,6 +102,25 @@ def test_allow_changed_continues_a_finished_run_longer_and_keeps_its_history(fin
     assert manifest["history"][0]["changed"] == {"trainer.epochs": [2, 3]}
 
 
+def test_a_folder_recorded_before_a_setting_existed_needs_allow_changed(finished, mnist_data_dir, env):
+    """A run folder written by an older jaxdl lacks settings added since (here trainer.eval_batches)."""
+    manifest_path = finished / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    del manifest["settings"]["trainer"]["eval_batches"]
+    manifest_path.write_text(json.dumps(manifest))
+    before = snapshot(finished)
+
+    done = run(command(finished, mnist_data_dir), env)
+    assert_one_line(done, "trainer.eval_batches: (absent) -> null", "allow_changed=[trainer.eval_batches]")
+    assert snapshot(finished) == before
+
+    done = run(command(finished, mnist_data_dir, "allow_changed=[trainer.eval_batches]"), env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads((finished / "results.json").read_bytes()) == json.loads(before["results.json"])
+    history = json.loads(manifest_path.read_text())["history"]
+    assert history[-1]["changed"] == {"trainer.eval_batches": ["(absent)", None]}
+
+
 def test_a_nan_in_the_final_evaluation_fails_the_run_and_keeps_its_checkpoints(tmp_path, mnist_data_dir, env):
     run_dir = tmp_path / "run"
     done = run(command(run_dir, mnist_data_dir, "trainer.epochs=6", "optimizer.learning_rate=0.3",
