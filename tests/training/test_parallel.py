@@ -103,6 +103,33 @@ def test_data_parallel_binds_devices_and_backend_once(backend):
         assert dp.unreplicate(new)["w"].devices() == {devices[0]}
 
 
+@pytest.mark.parametrize("backend", parallel.BACKENDS)
+def test_one_device_runs_the_step_without_collectives_and_gives_the_same_numbers(backend):
+    seen = []
+
+    def step(state, batch, key, *, axis_name):
+        seen.append(axis_name)
+        grad = parallel.pmean(jnp.mean(batch["x"] ** 2) * state["w"], axis_name)
+        return {"w": state["w"] - 0.1 * grad}, parallel.psum({"sum": jnp.sum(batch["x"])}, axis_name)
+
+    state = {"w": jnp.linspace(-1.0, 1.0, 12, dtype=jnp.float32).reshape(3, 4)}
+    x = np.random.default_rng(0).standard_normal(16).astype(np.float32)
+    results = {}
+    for n in (1, 2):
+        devices = parallel.select_devices(n)
+        mapped = parallel.data_parallel(step, devices, backend=backend, returns_state=True)
+        args = (parallel.replicate(state, devices, backend=backend), parallel.shard({"x": x}, n), jax.random.key(0))
+        if backend == "shard_map":  # XLA's CPU all-reduce copies its buffers even over one device
+            assert ("all-reduce" in mapped.lower(*args).compile().as_text()) == (n > 1)
+        new, sums = mapped(*args)
+        results[n] = (parallel.to_host(new, backend=backend)["w"], np.asarray(sums["sum"]))  # [n], each the total
+    assert seen == [None, "batch"]
+    np.testing.assert_allclose(results[1][0], results[2][0], rtol=1e-6)  # the same maths, another summation order
+    np.testing.assert_allclose(results[1][1], [x.sum()], rtol=1e-6)
+    np.testing.assert_allclose(results[2][1], [x.sum()] * 2, rtol=1e-6)
+    np.testing.assert_allclose(results[1][0], np.asarray(state["w"]) * (1 - 0.1 * np.mean(x**2)), rtol=1e-6)
+
+
 def test_data_parallel_names_the_backends_when_given_an_unknown_one():
     with pytest.raises(ValueError, match="'shard_map', 'pmap'"):
         parallel.DataParallel(parallel.select_devices(1), "pjit")
