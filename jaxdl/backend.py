@@ -22,6 +22,16 @@ TPU program. It is added to `XLA_FLAGS` only:
 * before JAX has started a backend (XLA reads its flags once per process); later it is too late, and
   `describe()` says so.
 
+JAX lowers its Threefry-2x32 hash (every `jax.random` call: keys, dropout masks, noise) for the CPU as a
+5-iteration loop of 4 rounds, to save compile time, and for GPU and TPU as straight-line code. On the CPU
+the loop costs more than it saves: each iteration is a separate kernel launch that copies the loop's state
+(an MLP-VAE step at batch 100 ran 5 such loops with 257 copies, about 1 ms of 5 ms). `configure` registers
+JAX's own straight-line lowering for the CPU too, for the JAX versions it was measured on (`TESTED_JAX`;
+it uses a private JAX module, so other versions keep JAX's lowering and `describe()` says why), unless
+`JAXDL_CPU_DEFAULTS=0`. The hash is the same integer arithmetic in the same order, so every random number is
+bit for bit what JAX's loop gives (`tests/test_backend.py`); only the compiled program changes
+(benchmarks/RESULTS.md, "Before and after", change 8).
+
 Compiling a program makes XLA's compiler allocate and free tens of megabytes (LLVM's modules and
 passes). glibc's allocator keeps freed memory that is not at the top of its heap, so each compilation
 left the process larger: 90-110 MB of a 300-step `experiment=shakespeare_char_cpu` run's 700 MB peak
@@ -58,7 +68,9 @@ from typing import Any
 CPU_XLA_FLAGS: dict[str, str] = {"--xla_cpu_experimental_ynn_fusion_type": "-individual_convolution"}
 #: jaxlib versions (major.minor prefixes) the flags are known to exist in and were measured on.
 TESTED_JAXLIB: tuple[str, ...] = ("0.10.",)
-#: Set to 0 to leave XLA's CPU settings at jaxlib's defaults.
+#: jax versions (major.minor prefixes) whose CPU lowering of the Threefry hash jaxdl replaces.
+TESTED_JAX: tuple[str, ...] = ("0.10.",)
+#: Set to 0 to leave XLA's CPU settings and JAX's CPU lowerings at their defaults.
 OPT_OUT_VARIABLE = "JAXDL_CPU_DEFAULTS"
 #: What `configure` added to XLA_FLAGS, so that child processes of other frameworks can take it back out.
 ADDED_VARIABLE = "JAXDL_ADDED_XLA_FLAGS"
@@ -79,6 +91,7 @@ THP_MODE_FILE = "/sys/kernel/mm/transparent_hugepage/enabled"
 
 _reason: list[str] = []  # why this process's flags are what they are, once `configure` has run
 _release: list[str] = []  # whether compiler memory is released, and why, once `configure` has run
+_threefry: list[str] = []  # how the Threefry hash is lowered for the CPU, and why, once `configure` has run
 _libc: list[Any] = []  # glibc, once the listener is registered
 
 
@@ -126,6 +139,31 @@ def _register_release() -> str:
     _libc.append(libc)
     jax.monitoring.register_event_duration_secs_listener(_release_freed_memory)
     return "on"
+
+
+def _lower_threefry_unrolled() -> str:
+    """Registers JAX's straight-line Threefry-2x32 lowering for the CPU (see the module docstring).
+
+    Returns:
+      What is in effect: "unrolled: set by jaxdl", or "rolled: " and why JAX's own CPU lowering stays.
+    """
+    if _opted_out(OPT_OUT_VARIABLE):
+        return f"rolled: {OPT_OUT_VARIABLE}={os.environ[OPT_OUT_VARIABLE]}"
+    if _threefry and _threefry[0].startswith("unrolled"):
+        return _threefry[0]
+    import jax
+
+    if not jax.__version__.startswith(TESTED_JAX):
+        return f"rolled: jax {jax.__version__} is not among the measured versions {TESTED_JAX}"
+    try:
+        from jax._src.random import threefry2x32
+        from jax.interpreters import mlir
+
+        primitive, rule = threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_lowering_rule
+    except (ImportError, AttributeError):
+        return f"rolled: jax {jax.__version__} has no straight-line lowering where jaxdl looks for it"
+    mlir.register_lowering(primitive, rule, platform="cpu", inline=False)  # as JAX registers it for GPU and TPU
+    return "unrolled: set by jaxdl"
 
 
 def _thp_mode() -> str | None:
@@ -212,7 +250,8 @@ def _jaxlib_version() -> str | None:
 
 def configure() -> dict[str, Any]:
     """Adds jaxdl's XLA CPU flags (`CPU_XLA_FLAGS`) to `XLA_FLAGS`, where that is safe and still in time,
-    and has glibc return the memory each compilation frees (see the module docstring).
+    lowers JAX's Threefry hash for the CPU as straight-line code, and has glibc return the memory each
+    compilation frees (see the module docstring).
 
     Call it before anything computes with JAX; calling it again changes nothing. A child process
     inherits the flags and the record of what jaxdl added (`ADDED_VARIABLE`).
@@ -241,6 +280,7 @@ def configure() -> dict[str, Any]:
         reason = "set by jaxdl"
     _reason[:] = [reason]
     _release[:] = [_register_release()]
+    _threefry[:] = [_lower_threefry_unrolled()]
     return describe()
 
 
@@ -251,7 +291,8 @@ def describe() -> dict[str, Any]:
       {"xla_flags": XLA_FLAGS as it is now, "added_by_jaxdl": the flags jaxdl added (list of str),
       "reason": why (or "not configured" before `configure` ran), "release_compiler_memory": "on",
       or "off: " and why (or "not configured"), "huge_pages": "on: " or "off: " and why (`huge_pages`),
-      "glibc_tunables": GLIBC_TUNABLES as the process started with it}.
+      "glibc_tunables": GLIBC_TUNABLES as the process started with it, "threefry_cpu_lowering":
+      "unrolled: set by jaxdl", or "rolled: " and why (or "not configured")}.
     """
     return {
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
@@ -260,6 +301,7 @@ def describe() -> dict[str, Any]:
         "release_compiler_memory": _release[0] if _release else "not configured",
         "huge_pages": _huge_pages_in_effect(),
         "glibc_tunables": os.environ.get("GLIBC_TUNABLES", ""),
+        "threefry_cpu_lowering": _threefry[0] if _threefry else "not configured",
     }
 
 

@@ -43,12 +43,12 @@ print(json.dumps({**settings, "ynn_fusions": compiled.as_text().count('"__ynn_fu
 """
 
 
-def _run(tmp_path, name: str, **env: str) -> tuple[dict, dict]:
+def _run(tmp_path, name: str, program: str = PROGRAM, **env: str) -> tuple[dict, dict]:
     environ = backend.without_additions(os.environ)  # as the user started it
     environ.pop("XLA_FLAGS", None)
     environ.update(env)
     out = tmp_path / f"{name}.npz"
-    done = subprocess.run([sys.executable, "-c", PROGRAM, str(out)], capture_output=True, text=True, cwd=REPO,
+    done = subprocess.run([sys.executable, "-c", program, str(out)], capture_output=True, text=True, cwd=REPO,
                           env=environ, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1]), dict(np.load(out))
@@ -65,6 +65,46 @@ def test_convolutions_leave_ynnpack_with_the_same_numbers_and_the_opt_out_restor
     for name in ("y", "dw"):  # another summation order: equal to float32 rounding
         scale = np.abs(plain_out[name]).max()
         np.testing.assert_allclose(ours_out[name], plain_out[name], rtol=0, atol=1e-5 * scale)
+
+
+#: The random draws a training step makes (keys split and folded per example, dropout masks, Gaussian noise,
+#: Bernoulli binarisation, shuffles), compiled in a fresh process after `backend.configure()`; saves them and
+#: prints what is in effect and how many loops the compiled program has.
+RANDOM_PROGRAM = """
+import json, sys
+import numpy as np
+from jaxdl import backend
+settings = backend.configure()
+import jax, jax.numpy as jnp
+
+def draws(key):
+    a, b = jax.random.split(key)
+    per_example = jax.vmap(lambda i: jax.random.fold_in(b, i))(jnp.arange(100))
+    return {
+        "keys": jax.random.key_data(per_example),
+        "normal": jax.vmap(lambda k: jax.random.normal(k, (50,)))(per_example),
+        "uniform": jax.random.uniform(a, (7, 129)),
+        "bernoulli": jax.random.bernoulli(a, 0.3, (100, 784)),
+        "randint": jax.random.randint(b, (33,), 0, 1000),
+        "permutation": jax.random.permutation(a, 1000),
+        "raw": jax.random.normal(jax.random.PRNGKey(3), (5, 5)),
+    }
+
+compiled = jax.jit(draws).lower(jax.random.key(0)).compile()
+np.savez(sys.argv[1], **{k: np.asarray(v) for k, v in compiled(jax.random.key(0)).items()})
+print(json.dumps({**settings, "loops": compiled.as_text().count(" while(")}))
+"""
+
+
+def test_random_numbers_are_bit_for_bit_jaxs_without_its_loops_and_the_opt_out_restores_them(tmp_path):
+    ours, ours_out = _run(tmp_path, "ours", program=RANDOM_PROGRAM)
+    plain, plain_out = _run(tmp_path, "plain", program=RANDOM_PROGRAM, JAXDL_CPU_DEFAULTS="0")
+    assert ours["threefry_cpu_lowering"] == "unrolled: set by jaxdl"
+    assert plain["threefry_cpu_lowering"] == "rolled: JAXDL_CPU_DEFAULTS=0"
+    assert plain["loops"] > 0 and ours["loops"] == 0  # JAX's CPU lowering loops; jaxdl's is straight-line
+    assert sorted(ours_out) == sorted(plain_out)
+    for name, values in plain_out.items():
+        np.testing.assert_array_equal(ours_out[name], values, err_msg=name)
 
 
 def test_the_users_own_value_of_the_flag_wins(tmp_path):
