@@ -25,7 +25,8 @@ TPU program. It is added to `XLA_FLAGS` only:
 JAX lowers its Threefry-2x32 hash (every `jax.random` call: keys, dropout masks, noise) for the CPU as a
 5-iteration loop of 4 rounds, to save compile time, and for GPU and TPU as straight-line code. On the CPU
 the loop costs more than it saves: each iteration is a separate kernel launch that copies the loop's state
-(an MLP-VAE step at batch 100 ran 5 such loops with 257 copies, about 1 ms of 5 ms). `configure` registers
+(an MLP-VAE step at batch 100 compiled to 6 such loops; with their copies, 257 a step, they took about 1 ms
+of 5 ms). `configure` registers
 JAX's own straight-line lowering for the CPU too, for the JAX versions it was measured on (`TESTED_JAX`;
 it uses a private JAX module, so other versions keep JAX's lowering and `describe()` says why), unless
 `JAXDL_CPU_DEFAULTS=0`. The hash is the same integer arithmetic in the same order, so every random number is
