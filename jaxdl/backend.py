@@ -26,10 +26,9 @@ JAX lowers its Threefry-2x32 hash (every `jax.random` call: keys, dropout masks,
 5-iteration loop of 4 rounds, to save compile time, and for GPU and TPU as straight-line code. On the CPU
 the loop costs more than it saves: each iteration is a separate kernel launch that copies the loop's state
 (an MLP-VAE step at batch 100 compiled to 6 such loops; with their copies, 257 a step, they took about 1 ms
-of 5 ms). `configure` registers
-JAX's own straight-line lowering for the CPU too, for the JAX versions it was measured on (`TESTED_JAX`;
-it uses a private JAX module, so other versions keep JAX's lowering and `describe()` says why), unless
-`JAXDL_CPU_DEFAULTS=0`. The hash is the same integer arithmetic in the same order, so every random number is
+of 5 ms). `configure` registers JAX's own straight-line lowering for the CPU too (registering it again
+changes nothing), for the JAX versions it was measured on (`TESTED_JAX`; it uses a private JAX module, so
+other versions keep JAX's lowering and `describe()` says why), unless `JAXDL_CPU_DEFAULTS=0`. The hash is the same integer arithmetic in the same order, so every random number is
 bit for bit what JAX's loop gives (`tests/test_backend.py`); only the compiled program changes
 (benchmarks/RESULTS.md, "Before and after", change 8).
 
@@ -150,8 +149,6 @@ def _lower_threefry_unrolled() -> str:
     """
     if _opted_out(OPT_OUT_VARIABLE):
         return f"rolled: {OPT_OUT_VARIABLE}={os.environ[OPT_OUT_VARIABLE]}"
-    if _threefry and _threefry[0].startswith("unrolled"):
-        return _threefry[0]
     import jax
 
     if not jax.__version__.startswith(TESTED_JAX):

@@ -178,7 +178,8 @@ def fit(
         if checkpointer is not None:
             checkpointer.check()  # a save that failed in the background stops the run here, not at the next one
         shown = record.get(f"train/{task.progress_metric}", float("nan"))
-        bar.set_postfix({task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"}, refresh=False)
+        postfix = {task.progress_metric: f"{shown:.4g}", "ex/s": f"{record['train/examples_per_s']:.0f}"}
+        bar.set_postfix(postfix, refresh=False)
         return now
 
     def evaluate(max_batches: int | None = None) -> tuple[dict[str, float], Mapping[str, np.ndarray]]:
@@ -270,7 +271,8 @@ def fit(
                     window_start = time.perf_counter()
                     if finished or progress_state.stopped_early:
                         break
-                elif checkpointer is not None and config.checkpoint_every_steps and step % config.checkpoint_every_steps == 0:
+                elif (checkpointer is not None and config.checkpoint_every_steps
+                      and step % config.checkpoint_every_steps == 0):
                     window_start = log_train(pending, window_start)  # the NaN guard sees every step it saves
                     pending = []
                     with _timed(phase_s, "checkpoints"):
